@@ -1,0 +1,63 @@
+# One entry point for setup, serving, tests and benchmarks. Everything installs into ./.venv.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PORT   ?= 8000
+HOST   ?= 127.0.0.1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: help install install-test browser serve index test lint bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/qa: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# The CPU build of torch lies on this machine's disk; installing it first keeps pip from
+	# resolving a multi-GB CUDA build for sentence-transformers.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+install: $(BIN)/qa ## Create .venv and install the service
+
+$(BIN)/pytest: $(BIN)/qa
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+install-test: $(BIN)/pytest ## Install the test dependencies too
+
+browser: ## Install Debian's chromium and chromedriver for the browser tests (needs root)
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	      || echo "could not install chromium: browser tests will be skipped"; \
+	  else echo "not root: cannot install chromium; browser tests will be skipped"; fi; \
+	fi
+
+index: install ## Build or update the index from corpus/
+	$(BIN)/qa index
+
+serve: install ## Install, build the index when missing, and serve on http://$(HOST):$(PORT)
+	$(BIN)/qa serve --host $(HOST) --port $(PORT)
+
+test: install-test browser ## Install and run the whole test suite (lint, types, tests)
+	$(BIN)/ruff check qa tests bench
+	$(BIN)/mypy qa
+	$(BIN)/python -m pytest -p no:cacheprovider
+
+lint: install-test ## Lint and type-check only
+	$(BIN)/ruff check qa tests bench
+	$(BIN)/mypy qa
+
+bench: install-test ## Run the benchmarks (figures go to bench/RESULTS.md by hand)
+	$(BIN)/python bench/squad.py --data ../shared/bench/squad-v2.0-dev.json
+	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/scale.py
+
+clean: ## Remove the venv and built indexes
+	rm -rf $(VENV) index/builds index/cache index/CURRENT

@@ -1,0 +1,1 @@
+"""Cited question answering over documents about CICA security cooperation."""

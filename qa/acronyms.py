@@ -1,0 +1,71 @@
+"""Acronym definitions found in text ("Organization for Security and Cooperation in Asia (OSCA)").
+
+A simplified Schwartz–Hearst matcher: the letters of the short form must match, in order, the
+initials of the words just before the parenthesis (minor words may be skipped). Pure functions.
+"""
+
+from __future__ import annotations
+
+import re
+
+_DEFINITION = re.compile(r"\(\s*(?:the\s+)?([A-Z][A-Za-z&]{1,11}?)s?\s*(?:[,;)])")
+_MINOR = {"of", "and", "for", "in", "on", "the", "to", "a", "an", "&", "at", "by", "with"}
+_WORD = re.compile(r"[A-Za-z][A-Za-z'’\-]*")
+
+
+def find_acronyms(text: str) -> list[tuple[str, str]]:
+    """(short, long) pairs defined in ``text``, each pair once, in order of first definition."""
+    found: dict[tuple[str, str], None] = {}
+    for m in _DEFINITION.finditer(text):
+        short = m.group(1)
+        if sum(c.isupper() for c in short) < 2:
+            continue
+        window = text[max(0, m.start() - 200):m.start()]
+        words = _WORD.findall(window)[-(len(short) * 2 + 3):]
+        long_form = _match(short, words)
+        if long_form:
+            found[(short, long_form)] = None
+    return list(found)
+
+
+def _match(short: str, words: list[str]) -> str | None:
+    """Shortest run of trailing ``words`` whose initials spell ``short``."""
+    letters = [c.lower() for c in short if c.isalpha()]
+    for size in range(1, len(words) + 1):
+        run = words[-size:]
+        if run[0].lower() in _MINOR:
+            continue
+        if _spells(letters, run):
+            return " ".join(run)
+    return None
+
+
+def _spells(letters: list[str], run: list[str]) -> bool:
+    """True when the initials of ``run`` contain ``letters`` in order, the first and last words
+    supplying the first and last letters, and at most two significant words supplying none."""
+    initials: list[tuple[str, bool]] = []  # (initial, significant)
+    for word in run:
+        parts = [p for p in re.split(r"[-’']", word) if p]
+        for n, part in enumerate(parts):
+            initials.append((part[0].lower(), n == 0 and word.lower() not in _MINOR))
+    if not initials or initials[0][0] != letters[0] or run[-1][0].lower() != letters[-1]:
+        return False
+    pos, skipped = 0, 0
+    for initial, significant in initials:
+        if pos < len(letters) and initial == letters[pos]:
+            pos += 1
+        elif significant:
+            skipped += 1
+    return pos == len(letters) and skipped <= 2
+
+
+def expansions(question: str, table: list[tuple[str, str]]) -> list[str]:
+    """Alternative forms for acronyms or long forms that appear in ``question``."""
+    extra: list[str] = []
+    lowered = question.lower()
+    for short, long_form in table:
+        if re.search(rf"\b{re.escape(short)}s?\b", question) and long_form.lower() not in lowered:
+            extra.append(long_form)
+        elif long_form.lower() in lowered and not re.search(rf"\b{re.escape(short)}\b", question):
+            extra.append(short)
+    return list(dict.fromkeys(extra))

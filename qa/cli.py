@@ -1,0 +1,271 @@
+"""The command line: ``qa index | search | ask | eval | serve | settings``.
+
+A thin door over ``QAService``. Owns argument parsing, terminal output, progress bars and the one
+place where core errors become a message and an exit status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from qa.config import Settings, describe_settings
+from qa.errors import QAError
+
+F = Callable[..., Any]
+
+
+def _settings_options(*names: str) -> Callable[[F], F]:
+    """Add the named setting flags (each overrides its QA_* variable) to a command."""
+    flags: dict[str, Any] = {
+        "corpus_dir": click.option("--corpus-dir", type=click.Path(path_type=Path),
+                                   help="Document directory [env QA_CORPUS_DIR; default corpus/]."),
+        "index_dir": click.option("--index-dir", type=click.Path(path_type=Path),
+                                  help="Index directory [env QA_INDEX_DIR; default index/]."),
+        "model": click.option("--model", help="Sentence-transformers model name or path "
+                              "[env QA_MODEL; default: bundled all-MiniLM-L6-v2]."),
+        "encoder": click.option("--encoder", type=click.Choice(["auto", "torch", "onnx"]),
+                                help="Encoder backend [env QA_ENCODER; default auto]."),
+        "chunk_tokens": click.option("--chunk-tokens", type=int,
+                                     help="Chunk budget in tokens [env QA_CHUNK_TOKENS; 200]."),
+        "chunk_overlap": click.option("--chunk-overlap", type=int,
+                                      help="Overlap in tokens [env QA_CHUNK_OVERLAP; 40]."),
+        "top_k": click.option("-k", "--top-k", type=int,
+                              help="Passages to return [env QA_TOP_K; default 5]."),
+    }
+
+    def decorate(fn: F) -> F:
+        for name in reversed(names):
+            fn = flags[name](fn)
+        return fn
+
+    return decorate
+
+
+def _settings(**overrides: Any) -> Settings:
+    return Settings.load({k: v for k, v in overrides.items() if v is not None})
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details to stderr.")
+def cli(verbose: bool) -> None:
+    """Cited question answering over the documents in corpus/.
+
+    \b
+    Examples:
+      qa index                      build or update the index
+      qa ask "When was CICA proposed?"
+      qa serve --port 8000          start the web app and JSON API
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@cli.command("index")
+@click.option("--full", is_flag=True, help="Re-chunk and re-embed everything.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the result.")
+@click.option("--wait", type=float, default=0.0, show_default=True,
+              help="Seconds to wait for another running build instead of refusing.")
+@_settings_options("corpus_dir", "index_dir", "model", "encoder", "chunk_tokens", "chunk_overlap")
+def index_cmd(full: bool, as_json: bool, wait: float, **overrides: Any) -> None:
+    """Build or incrementally update the index from the corpus, then publish it atomically.
+
+    Only new or changed documents are chunked and embedded; a run with nothing to do loads no
+    model. Example: qa index --json
+    """
+    from qa.indexing import build_index
+
+    settings = _settings(**overrides)
+    bars: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="item", file=sys.stderr,
+                                     leave=False, disable=None)
+        bar.n = done
+        bar.refresh()
+
+    try:
+        result = build_index(settings, full=full, progress=progress, lock_wait=wait)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if as_json:
+        data = result.to_dict()
+        click.echo(json.dumps({k: data[k] for k in
+                               ("documents", "chunks", "embedded", "removed", "version",
+                                "seconds")}))
+    elif result.changed:
+        click.echo(f"published {result.version}: {result.documents} documents, {result.chunks} "
+                   f"chunks, {result.embedded} embedded, {result.removed} removed "
+                   f"in {result.seconds:.1f}s")
+    else:
+        click.echo(f"index {result.version} is up to date ({result.documents} documents, "
+                   f"{result.chunks} chunks)")
+
+
+@cli.command("search")
+@click.argument("question")
+@click.option("--mode", type=click.Choice(["hybrid", "dense", "lexical"]), default="hybrid",
+              show_default=True, help="Retriever to use.")
+@click.option("--doc", "doc_ids", multiple=True, help="Only search this document id (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON response.")
+@_settings_options("index_dir", "model", "encoder", "top_k")
+def search_cmd(question: str, mode: str, doc_ids: tuple[str, ...], as_json: bool,
+               **overrides: Any) -> None:
+    """Print the passages that best match QUESTION. Example: qa search "OSCA" -k 3"""
+    from qa.service import QAService
+
+    settings = _settings(**overrides)
+    result = QAService(settings).search(question, settings.top_k, list(doc_ids) or None, mode)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    for n, p in enumerate(result["passages"], 1):
+        _echo_passage(n, p)
+
+
+@cli.command("ask")
+@click.argument("question")
+@click.option("--doc", "doc_ids", multiple=True, help="Only use this document id (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON response object.")
+@_settings_options("index_dir", "model", "encoder", "top_k")
+def ask_cmd(question: str, doc_ids: tuple[str, ...], as_json: bool, **overrides: Any) -> None:
+    """Answer QUESTION with cited sentences from the documents.
+
+    Example: qa ask "What does OSCA stand for?"
+    """
+    from qa.service import QAService
+
+    settings = _settings(**overrides)
+    response = QAService(settings).ask(question, settings.top_k, list(doc_ids) or None)
+    if as_json:
+        click.echo(json.dumps(response, indent=2, ensure_ascii=False))
+        return
+    answer = response["answer"]
+    if answer["abstained"]:
+        click.echo(f"The documents do not answer this. ({answer['reason']})")
+    else:
+        click.echo(answer["text"])
+        click.echo("")
+        for c in response["citations"]:
+            cited = [s for s in answer["sentences"] if s["citation"] == c["n"]]
+            spans = ", ".join(f"{s['start']}-{s['end']}" for s in cited)
+            click.echo(f"[{c['n']}] {c['title']} ({c['doc_id']}, chars {spans}; {c['passage_id']})")
+    click.echo("\nPassages:")
+    for n, p in enumerate(response["passages"], 1):
+        _echo_passage(n, p)
+
+
+@cli.command("eval")
+@click.option("--gold", type=click.Path(path_type=Path, dir_okay=False),
+              help="Gold questions (JSONL) [default: the bundled CICA gold set].")
+@click.option("--json", "as_json", is_flag=True, help="Print metrics and per-question rows.")
+@_settings_options("index_dir", "model", "encoder", "top_k")
+def eval_cmd(gold: Path | None, as_json: bool, **overrides: Any) -> None:
+    """Measure retrieval, answers and abstention on a gold set. Example: qa eval --json"""
+    from qa.evaluation import DEFAULT_GOLD, evaluate, load_gold
+    from qa.service import QAService
+
+    settings = _settings(**overrides)
+    service = QAService(settings).load()
+    report = evaluate(service, load_gold(gold or DEFAULT_GOLD))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    for key, value in report.items():
+        if key != "questions":
+            click.echo(f"{key:>20}: {value}")
+    misses = [r["id"] for r in report["questions"] if r["answerable"] and not r["rank"]]
+    if misses:
+        click.echo(f"{'not in top 10':>20}: {', '.join(misses)}")
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option("--workers", default=2, show_default=True, type=int,
+              help="Gunicorn worker processes (each loads the model once).")
+@click.option("--dev", is_flag=True, help="Flask's development server with the reloader.")
+@click.option("--build/--no-build", default=True, show_default=True,
+              help="Build the index first when none is published.")
+@_settings_options("corpus_dir", "index_dir", "model", "encoder", "top_k")
+def serve_cmd(host: str, port: int, workers: int, dev: bool, build: bool,
+              **overrides: Any) -> None:
+    """Serve the web form and the JSON API. Example: qa serve --port 8000 --workers 2"""
+    from qa import store
+    from qa.indexing import build_index
+    from qa.service import QAService
+
+    settings = _settings(**overrides)
+    if build and store.Layout(settings.index_dir).current_version() is None:
+        click.echo("no index yet: building it first", err=True)
+        build_index(settings)
+    QAService(settings).reader()  # fail now, with a clear message, on a damaged index
+    env = {f"QA_{k.upper()}": str(v) for k, v in overrides.items() if v is not None}
+    os.environ.update(env)
+    if dev:
+        from qa.web import create_app
+
+        create_app(settings).run(host=host, port=port, debug=True, use_reloader=True)
+        return
+    from qa.server import run_gunicorn
+
+    run_gunicorn(settings, host=host, port=port, workers=workers)
+
+
+@cli.command("settings")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def settings_cmd(as_json: bool) -> None:
+    """Show every setting with its environment variable and current value."""
+    current = Settings.load().public()
+    rows = [{**row, "value": current[row["name"]]} for row in describe_settings()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for row in rows:
+        click.echo(f"{row['env']:<24} {row['value']!s:<40} {row['help']}")
+
+
+def _echo_passage(n: int, p: dict[str, Any]) -> None:
+    where = ", ".join(x for x in (p.get("section") and f"§ {p['section']}",
+                                  p.get("page") and f"p. {p['page']}") if x)
+    click.echo(f"\n[{n}] {p['title']} — {p['doc_id']} chars {p['start']}-{p['end']}"
+               f"{' (' + where + ')' if where else ''}  score {p['score']:.4f}")
+    click.echo("    " + " ".join(p["text"].split()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: core errors become one line on stderr and a non-zero exit status."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        cli.main(args=argv, prog_name="qa", standalone_mode=False)
+    except QAError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_status)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted: the published index is unchanged", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Settings: the one place that reads configuration.
+
+Precedence: built-in defaults < ``QA_*`` environment variables < explicit overrides (CLI flags or
+``create_app(settings)``). Every value is validated when the object is built, so a bad value fails
+early with the key, the expected type and the accepted range. No other module reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from qa.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All tunable values of the service. Field metadata holds the help text and bounds."""
+
+    corpus_dir: Path = field(
+        default=PROJECT_ROOT / "corpus", metadata={"help": "Directory of source documents."}
+    )
+    index_dir: Path = field(
+        default=PROJECT_ROOT / "index", metadata={"help": "Directory of built index versions."}
+    )
+    model: str = field(
+        default=BUNDLED_MODEL,
+        metadata={"help": "Sentence-transformers model name or path (default: bundled MiniLM)."},
+    )
+    encoder: str = field(
+        default="auto",
+        metadata={
+            "help": "Query/passage encoder backend: auto (ONNX when exportable), torch or onnx.",
+            "choices": ("auto", "torch", "onnx"),
+        },
+    )
+    chunk_tokens: int = field(
+        default=200, metadata={"help": "Chunk budget in tiktoken tokens.", "min": 32, "max": 512}
+    )
+    chunk_overlap: int = field(
+        default=40, metadata={"help": "Tokens of overlap between chunks.", "min": 0, "max": 256}
+    )
+    top_k: int = field(
+        default=5, metadata={"help": "Passages returned per question.", "min": 1, "max": 20}
+    )
+    candidates: int = field(
+        default=50,
+        metadata={"help": "Candidates taken from each retriever before fusion.", "min": 5,
+                  "max": 1000},
+    )
+    dense_weight: float = field(
+        default=1.0, metadata={"help": "RRF weight of dense retrieval.", "min": 0.0, "max": 10.0}
+    )
+    sentence_weight: float = field(
+        default=1.0,
+        metadata={"help": "RRF weight of sentence-level dense retrieval.", "min": 0.0,
+                  "max": 10.0},
+    )
+    lexical_weight: float = field(
+        default=1.0, metadata={"help": "RRF weight of BM25 retrieval.", "min": 0.0, "max": 10.0}
+    )
+    rrf_k: int = field(
+        default=60, metadata={"help": "Reciprocal rank fusion constant.", "min": 1, "max": 1000}
+    )
+    abstain_threshold: float = field(
+        default=0.30,
+        metadata={"help": "Answer confidence below which the service abstains.", "min": 0.0,
+                  "max": 1.0},
+    )
+    max_answer_sentences: int = field(
+        default=2, metadata={"help": "Sentences in an answer.", "min": 1, "max": 3}
+    )
+    max_question_chars: int = field(
+        default=1000, metadata={"help": "Longest accepted question.", "min": 10, "max": 100000}
+    )
+    max_upload_bytes: int = field(
+        default=20 * 1024 * 1024,
+        metadata={"help": "Largest accepted document upload.", "min": 1024, "max": 1 << 30},
+    )
+    admin_token: str = field(
+        default="",
+        metadata={"help": "Bearer token enabling admin endpoints (empty: disabled).",
+                  "secret": True},
+    )
+    rate_limit: int = field(
+        default=0,
+        metadata={"help": "API requests per minute per client (0: unlimited).", "min": 0,
+                  "max": 1000000},
+    )
+    reload_interval: float = field(
+        default=1.0,
+        metadata={"help": "Seconds between checks for a newly published index.", "min": 0.05,
+                  "max": 3600.0},
+    )
+    cache_size: int = field(
+        default=256, metadata={"help": "Answers kept in the per-process cache.", "min": 0,
+                               "max": 100000}
+    )
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, Any] | None = None,
+             environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from defaults, then ``QA_*`` variables, then non-None overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        known = {f.name for f in fields(cls)}
+        for f in fields(cls):
+            raw = env.get(f"QA_{f.name.upper()}")
+            if raw is not None and raw != "":
+                values[f.name] = raw
+        for key, value in (overrides or {}).items():
+            if key not in known:
+                raise ConfigError(f"unknown setting {key!r}; known settings: {sorted(known)}")
+            if value is not None:
+                values[key] = value
+        return cls().replace(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied and validated."""
+        typed = {name: _coerce(self._field(name), value) for name, value in changes.items()}
+        settings = dataclasses.replace(self, **typed)
+        settings._check()
+        return settings
+
+    def _field(self, name: str) -> dataclasses.Field[Any]:
+        for f in fields(self):
+            if f.name == name:
+                return f
+        raise ConfigError(f"unknown setting {name!r}")
+
+    def _check(self) -> None:
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ConfigError(
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_tokens "
+                f"({self.chunk_tokens})"
+            )
+
+    def public(self) -> dict[str, Any]:
+        """Settings as plain JSON values, secrets masked."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("secret"):
+                value = "***" if value else ""
+            out[f.name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+def describe_settings() -> list[dict[str, Any]]:
+    """Name, environment variable, default and help of every setting (for docs and tests)."""
+    rows = []
+    for f in fields(Settings):
+        default = f.default
+        rows.append({
+            "name": f.name,
+            "env": f"QA_{f.name.upper()}",
+            "default": default,
+            "help": f.metadata.get("help", ""),
+        })
+    return rows
+
+
+def _coerce(f: dataclasses.Field[Any], value: Any) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    name = f.name
+    try:
+        if kind == "Path":
+            result: Any = Path(value).expanduser()
+        elif kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            result = int(value)
+        elif kind == "float":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            result = float(value)
+        else:
+            result = str(value)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"setting {name} (QA_{name.upper()}) expects {kind}, got {value!r}") from e
+    lo, hi = f.metadata.get("min"), f.metadata.get("max")
+    if lo is not None and hi is not None and not lo <= result <= hi:
+        raise ConfigError(f"setting {name} (QA_{name.upper()}) must be in [{lo}, {hi}], got {result}")
+    choices = f.metadata.get("choices")
+    if choices and result not in choices:
+        raise ConfigError(f"setting {name} (QA_{name.upper()}) must be one of {choices}, got {result!r}")
+    return result

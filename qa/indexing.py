@@ -1,0 +1,279 @@
+"""Building and updating the index: only changed content is embedded, every build is published whole.
+
+Owns the build procedure: scan the corpus, reuse unchanged documents from the published build, run
+normalization and chunking for new or changed ones, embed what the cache lacks, write and publish a
+new version through ``store``. Reports progress through a callback; never prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from qa import chunking, store, textclean
+from qa.acronyms import find_acronyms
+from qa.config import Settings
+from qa.corpus import Document, SourceFile, UnreadableDocument, discover, load_document, page_at
+from qa.errors import IndexCorruptError, NoIndexError
+
+log = logging.getLogger(__name__)
+
+# Bump when normalization or chunking rules change: it forces a full rebuild.
+PIPELINE_VERSION = "1"
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    documents: int
+    chunks: int
+    embedded: int
+    removed: int
+    version: str
+    seconds: float
+    changed: bool
+    full: bool
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _PreparedDoc:
+    meta: dict[str, Any]
+    text: str
+    raw: str
+    raw_offsets: list[int]
+    page_starts: list[int]
+    sections: list[tuple[int, str]]
+    chunks: list[dict[str, Any]]
+    sentences: list[tuple[int, int, str]]  # start, end, content key
+    acronyms: list[tuple[str, str]]
+
+
+def build_params(settings: Settings, model_key: str) -> dict[str, Any]:
+    """Everything that, when changed, invalidates all chunks and vectors."""
+    return {
+        "model": model_key,
+        "chunk_tokens": settings.chunk_tokens,
+        "chunk_overlap": settings.chunk_overlap,
+        "encoding": chunking.ENCODING,
+        "pipeline": PIPELINE_VERSION,
+    }
+
+
+def build_index(settings: Settings, *, full: bool = False, progress: Progress | None = None,
+                embedder: Any = None, lock_wait: float = 0.0) -> BuildResult:
+    """Bring the published index up to date with the corpus. Safe to interrupt at any point."""
+    started = time.perf_counter()
+    layout = store.Layout(settings.index_dir)
+    sources, warnings = discover(settings.corpus_dir)
+    with store.build_lock(layout, wait=lock_wait):
+        store.clean_leftovers(layout)
+        previous = _open_previous(layout)
+        try:
+            return _build(settings, layout, sources, warnings, previous, full, progress,
+                          embedder, started)
+        finally:
+            if previous is not None:
+                previous.close()
+
+
+def _open_previous(layout: store.Layout) -> store.IndexReader | None:
+    try:
+        return store.open_current(layout.root, verify=True)
+    except NoIndexError:
+        return None
+    except IndexCorruptError as e:
+        log.warning("published index unusable, rebuilding from scratch: %s", e)
+        return None
+
+
+def _build(settings: Settings, layout: store.Layout, sources: list[SourceFile],
+           warnings: list[str], previous: store.IndexReader | None, full: bool,
+           progress: Progress | None, embedder: Any, started: float) -> BuildResult:
+    from qa.embedding import resolve_model
+
+    _, model_key = resolve_model(settings.model)
+    params = build_params(settings, model_key)
+    old_docs: dict[str, str] = {}
+    old_skipped: dict[str, list[str]] = {}  # doc_id -> [content hash, warning]
+    if previous is not None and previous.manifest.get("params") == params and not full:
+        old_docs = previous.manifest.get("documents", {})
+        old_skipped = previous.manifest.get("skipped", {})
+    else:
+        full = True
+    current = {s.doc_id: s.content_hash for s in sources}
+    seen = {**old_docs, **{d: v[0] for d, v in old_skipped.items()}}
+    if previous is not None and not full and seen == current:
+        warnings.extend(v[1] for v in old_skipped.values())
+        counts = previous.manifest.get("counts", {})
+        return BuildResult(len(old_docs), int(counts.get("chunks", 0)), 0, 0, previous.version,
+                           round(time.perf_counter() - started, 3), False, False, warnings)
+
+    if embedder is None:
+        from qa.embedding import Embedder
+
+        embedder = Embedder(settings.model, backend=settings.encoder,
+                            onnx_dir=layout.cache / "onnx", threads=os.cpu_count())
+    prepared: list[_PreparedDoc] = []
+    skipped: dict[str, list[str]] = {}
+    for n, source in enumerate(sources, 1):
+        if progress:
+            progress("reading", n, len(sources))
+        reusable = previous is not None and old_docs.get(source.doc_id) == source.content_hash
+        if reusable:
+            assert previous is not None
+            prepared.append(_reuse(previous, source.doc_id))
+            continue
+        try:
+            document = load_document(source, settings.corpus_dir)
+        except UnreadableDocument as e:
+            message = f"skipped {source.path.relative_to(settings.corpus_dir)}: {e}"
+            warnings.append(message)
+            skipped[source.doc_id] = [source.content_hash, message]
+            continue
+        prepared.append(_prepare(document, settings, embedder, model_key))
+
+    version = store.new_version()
+    writer = store.BuildWriter(layout, version)
+    try:
+        chunk_vectors, sentence_vectors, embedded = _write_rows_and_embed(
+            writer, prepared, layout, embedder, model_key, progress)
+        manifest = {
+            "model": settings.model,
+            "params": params,
+            "dimension": int(chunk_vectors.shape[1]),
+            "documents": {p.meta["doc_id"]: p.meta["content_hash"] for p in prepared},
+            "skipped": skipped,
+            "counts": {"documents": len(prepared)},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        writer.finish(chunk_vectors, sentence_vectors, manifest)
+    except BaseException:
+        writer.abort()
+        raise
+    before = set(previous.manifest.get("documents", {})) if previous is not None else set()
+    removed = len(before - {p.meta["doc_id"] for p in prepared})
+    if embedder.backend_requested != "torch" and embedded:
+        embedder.ensure_onnx()
+    store.clean_leftovers(layout)
+    return BuildResult(len(prepared), int(chunk_vectors.shape[0]), embedded, removed, version,
+                       round(time.perf_counter() - started, 3), True, full, warnings)
+
+
+def _prepare(document: Document, settings: Settings, embedder: Any,
+             model_key: str) -> _PreparedDoc:
+    clean = textclean.normalize(document.raw)
+    sections = [(s.start, s.title) for s in clean.sections]
+    text = clean.text
+
+    def page_of(offset: int) -> int | None:
+        if not document.page_starts or offset >= len(text):
+            return None
+        return page_at(document.page_starts, clean.raw_offsets[offset])
+
+    spans = chunking.split_sentences(text)
+    chunks = chunking.chunk_text(
+        document.doc_id, text, budget=settings.chunk_tokens, overlap=settings.chunk_overlap,
+        sections=sections, fits=embedder.fits, page_of=page_of, sentences=spans)
+    chunk_rows = [{**c.to_dict(), "content_key": store.content_key(model_key, c.text)}
+                  for c in chunks]
+    sentences = [(s.start, s.end, store.content_key(model_key, text[s.start:s.end]))
+                 for s in spans]
+    meta = {**document.metadata(), "content_hash": document.content_hash}
+    return _PreparedDoc(meta, text, document.raw, list(clean.raw_offsets),
+                        list(document.page_starts), sections, chunk_rows, sentences,
+                        find_acronyms(text))
+
+
+def _reuse(previous: store.IndexReader, doc_id: str) -> _PreparedDoc:
+    """An unchanged document, copied from the published build (no reading, no model)."""
+    doc = previous.document(doc_id)
+    if doc is None:
+        raise IndexCorruptError(f"published index lacks document {doc_id}: run `qa index --full`")
+    meta = {k: doc[k] for k in ("doc_id", "path", "title", "authors", "publisher", "date",
+                                "source", "content_hash")}
+    chunks = previous.document_chunks(doc_id)
+    sentences = [(s["start"], s["end"], s["content_key"])
+                 for s in previous.document_sentences(doc_id)]
+    return _PreparedDoc(meta, doc["text"], doc["raw"], list(doc["raw_offsets"]),
+                        list(doc["page_starts"]), list(doc["sections"]), chunks, sentences,
+                        previous.document_acronyms(doc_id))
+
+
+def _write_rows_and_embed(writer: store.BuildWriter, prepared: list[_PreparedDoc],
+                          layout: store.Layout, embedder: Any, model_key: str,
+                          progress: Progress | None) -> tuple[np.ndarray, np.ndarray, int]:
+    texts: dict[str, str] = {}
+    for doc in prepared:
+        writer.add_document(doc.meta, doc.text, doc.raw, doc.raw_offsets, doc.page_starts,
+                            doc.sections, len(doc.chunks))
+        first = writer.add_chunks(doc.chunks)
+        writer.add_sentences(doc.meta["doc_id"], _with_chunk_ids(doc, first))
+        writer.add_acronyms(doc.meta["doc_id"], doc.acronyms)
+        for c in doc.chunks:
+            texts[c["content_key"]] = c["text"]
+        for start, end, key in doc.sentences:
+            texts[key] = doc.text[start:end]
+    chunk_keys = writer.content_keys("chunks")
+    sentence_keys = writer.content_keys("sentences")
+    vectors, missing = _vectors_for(texts, layout, embedder, model_key, progress)
+    embedded = len(missing.intersection(chunk_keys))
+    dim = embedder.dimension
+    chunk_vectors = _stack([vectors[k] for k in chunk_keys], dim)
+    sentence_vectors = _stack([vectors[k] for k in sentence_keys], dim)
+    return chunk_vectors, sentence_vectors, embedded
+
+
+def _with_chunk_ids(doc: _PreparedDoc, first: int) -> list[tuple[int, int, str, int]]:
+    """Each sentence with the FAISS id of the first chunk that contains it."""
+    out = []
+    spans = [(c["start"], c["end"]) for c in doc.chunks]
+    j = 0
+    for start, end, key in doc.sentences:
+        while j < len(spans) - 1 and spans[j][1] < end:
+            j += 1
+        k = j
+        while k > 0 and spans[k - 1][0] <= start and spans[k - 1][1] >= end:
+            k -= 1
+        out.append((start, end, key, first + k))
+    return out
+
+
+def _vectors_for(texts: dict[str, str], layout: store.Layout, embedder: Any, model_key: str,
+                 progress: Progress | None) -> tuple[dict[str, np.ndarray], set[str]]:
+    """Vectors for every key: from the cache, else embedded (and cached batch by batch).
+    Returns the vectors and the keys that had to be embedded."""
+    if not texts:
+        return {}, set()
+    cache = store.EmbeddingCache(layout.cache / "embeddings.sqlite", model_key,
+                                 embedder.dimension)
+    try:
+        vectors = cache.get_many(list(texts))
+        missing = [k for k in texts if k not in vectors]
+        step = 256
+        for i in range(0, len(missing), step):
+            keys = missing[i:i + step]
+            batch = embedder.encode([texts[k] for k in keys], batch_size=32)
+            cache.put_many(keys, batch)
+            vectors.update(zip(keys, batch, strict=True))
+            if progress:
+                progress("embedding", min(i + step, len(missing)), len(missing))
+    finally:
+        cache.close()
+    return vectors, set(missing)
+
+
+def _stack(rows: list[np.ndarray], dim: int) -> np.ndarray:
+    if not rows:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.ascontiguousarray(np.vstack(rows), dtype=np.float32)

@@ -1,0 +1,78 @@
+"""Production serving: gunicorn started programmatically for ``qa serve``.
+
+Owns the gunicorn configuration: threaded workers, each building its own app (and so loading its
+own model and index) after the fork, and a Server header that names no version. Each worker picks
+up newly published index versions by itself through QAService.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from qa.config import Settings
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "qa"
+
+
+def hide_server_version() -> None:
+    """Make gunicorn send ``Server: qa`` and ``SERVER_SOFTWARE=qa`` instead of its name/version."""
+    import gunicorn
+    import gunicorn.http.wsgi
+
+    for module in (gunicorn, gunicorn.http.wsgi):
+        module.SERVER = SERVER_NAME
+        module.SERVER_SOFTWARE = SERVER_NAME
+
+
+def gunicorn_options(host: str, port: int, workers: int, threads: int = 4,
+                     access_log: bool = False) -> dict[str, Any]:
+    return {
+        "bind": f"{host}:{port}",
+        "workers": max(1, workers),
+        "worker_class": "gthread",
+        "threads": threads,
+        "timeout": 60,
+        "graceful_timeout": 30,
+        "keepalive": 5,
+        "preload_app": False,  # the factory runs in each worker, after the fork
+        "accesslog": "-" if access_log else None,
+        "errorlog": "-",
+        "loglevel": "info",
+        "proc_name": "qa-serve",
+        "limit_request_line": 8190,
+        # gunicorn >= 25 opens a runtime control socket in $HOME; qa serve does not use it and
+        # two servers on one machine would share its path. Unknown keys are skipped on older ones.
+        "control_socket_disable": True,
+    }
+
+
+class QAApplication(BaseApplication):
+    """A gunicorn application whose workers each call ``create_app(settings)``."""
+
+    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+        self.settings = settings
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            if key in self.cfg.settings and value is not None:
+                self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from qa.web import create_app
+
+        return create_app(self.settings)
+
+
+def run_gunicorn(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
+                 workers: int = 2, threads: int = 4, access_log: bool = False) -> None:
+    """Serve until interrupted (blocks)."""
+    hide_server_version()
+    log.info("serving on http://%s:%d with %d workers", host, port, workers)
+    QAApplication(settings, gunicorn_options(host, port, workers, threads, access_log)).run()

@@ -1,0 +1,255 @@
+"""QAService: the one core object that the CLI, the web app and the tests all call.
+
+Owns the published index a process is serving, switching to a newly published version by itself
+(requests in flight keep the reader they started with), question validation, the answer cache and
+the response shape of ``ask``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import unicodedata
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from qa import retrieval, store
+from qa.answering import compose_answer
+from qa.config import Settings
+from qa.errors import (
+    ConfigError,
+    IndexCorruptError,
+    InvalidQuestionError,
+    NoIndexError,
+    UnknownDocumentError,
+)
+from qa.indexing import BuildResult, Progress, build_index
+
+log = logging.getLogger(__name__)
+
+
+class QAService:
+    def __init__(self, settings: Settings | None = None, embedder: Any = None) -> None:
+        self.settings = settings or Settings.load()
+        self.layout = store.Layout(self.settings.index_dir)
+        self._embedder = embedder
+        self._reader: store.IndexReader | None = None
+        self._acronyms: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+        self._checked_at = 0.0
+        self.reload_error: str | None = None
+        self._cache: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    # -- the index being served ------------------------------------------------------------
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is None:
+            from qa.embedding import Embedder
+
+            self._embedder = Embedder(self.settings.model, backend=self.settings.encoder,
+                                      onnx_dir=self.layout.cache / "onnx")
+        return self._embedder
+
+    def reader(self) -> store.IndexReader:
+        """The current reader, reloading when a new version was published (checked at most once
+        per ``reload_interval``). Raises NoIndexError before the first build."""
+        now = time.monotonic()
+        if self._reader is None or now - self._checked_at >= self.settings.reload_interval:
+            with self._lock:
+                if self._reader is None or now - self._checked_at >= self.settings.reload_interval:
+                    self._checked_at = now
+                    self._maybe_reload()
+        if self._reader is None:
+            raise NoIndexError(f"no index has been built in {self.layout.root}: run `qa index`")
+        return self._reader
+
+    def _maybe_reload(self) -> None:
+        version = self.layout.current_version()
+        if version is None or (self._reader is not None and self._reader.version == version):
+            return
+        try:
+            reader = store.IndexReader(self.layout.build_dir(version))
+            self._check_model(reader)
+        except (IndexCorruptError, ConfigError) as e:
+            if self._reader is None:
+                raise
+            self.reload_error = f"kept version {self._reader.version}: {e}"
+            log.error("not switching to index %s: %s", version, e)
+            return
+        self._acronyms = reader.acronyms()
+        self._reader = reader
+        self.reload_error = None
+        with self._cache_lock:
+            self._cache.clear()
+        log.info("serving index version %s", version)
+
+    def _check_model(self, reader: store.IndexReader) -> None:
+        built_with = reader.manifest.get("params", {}).get("model")
+        if built_with != self.embedder.model_key:
+            raise ConfigError(
+                f"index {reader.version} was built with model {built_with!r} but settings say "
+                f"{self.embedder.model_key!r}: run `qa index --full`")
+
+    def load(self) -> QAService:
+        """Open the index and warm the encoder now rather than on the first request."""
+        self.reader()
+        self.embedder.encode_query("warm up")
+        return self
+
+    # -- questions -------------------------------------------------------------------------
+    def clean_question(self, question: Any) -> str:
+        if not isinstance(question, str):
+            raise InvalidQuestionError("question must be a string")
+        text = "".join(" " if unicodedata.category(c) in ("Cc", "Cs") else c for c in question)
+        text = " ".join(text.split())
+        if not text:
+            raise InvalidQuestionError("question is empty")
+        if len(text) > self.settings.max_question_chars:
+            raise InvalidQuestionError(
+                f"question is {len(text)} characters long; the limit is "
+                f"{self.settings.max_question_chars}")
+        return text
+
+    def _clean_doc_ids(self, reader: store.IndexReader,
+                       doc_ids: Sequence[str] | None) -> list[str] | None:
+        if not doc_ids:
+            return None
+        known = set(reader.manifest.get("documents", {}))
+        unknown = [d for d in doc_ids if d not in known]
+        if unknown:
+            raise UnknownDocumentError(f"unknown document id(s): {', '.join(unknown)}")
+        return sorted(set(doc_ids))
+
+    def search(self, question: Any, k: int | None = None, doc_ids: Sequence[str] | None = None,
+               mode: str = "hybrid") -> dict[str, Any]:
+        """Passages only: ``{"question", "passages", "index_version", "timings_ms"}``."""
+        started = time.perf_counter()
+        text = self.clean_question(question)
+        reader = self.reader()
+        hits, _, timings = self._retrieve(reader, text, k, doc_ids, mode)
+        timings["total"] = _ms(started)
+        return {"question": text, "passages": [_passage(h) for h in hits],
+                "index_version": reader.version, "timings_ms": timings}
+
+    def ask(self, question: Any, top_k: int | None = None,
+            doc_ids: Sequence[str] | None = None, use_cache: bool = True) -> dict[str, Any]:
+        """The full response object of the answers issue (and of ``POST /api/v1/answer``)."""
+        started = time.perf_counter()
+        text = self.clean_question(question)
+        reader = self.reader()
+        k = top_k or self.settings.top_k
+        key = (text, k, tuple(sorted(doc_ids or ())), reader.version)
+        cached = None
+        if use_cache:
+            with self._cache_lock:
+                cached = self._cache.get(key)
+                if cached is not None:
+                    self._cache.move_to_end(key)
+        if cached is not None:
+            return {**cached, "timings_ms": {"total": _ms(started), "cached": True}}
+        hits, query, timings = self._retrieve(reader, text, k, doc_ids, "hybrid")
+        t0 = time.perf_counter()
+        answer = compose_answer(
+            reader, text, query.vector, hits, threshold=self.settings.abstain_threshold,
+            max_sentences=self.settings.max_answer_sentences, extra_terms=query.extra)
+        timings["answer"] = _ms(t0)
+        timings["total"] = _ms(started)
+        response = {
+            "question": text,
+            "answer": answer.to_dict(),
+            "citations": [c.to_dict() for c in answer.citations],
+            "passages": [_passage(h) for h in hits],
+            "index_version": reader.version,
+            "timings_ms": timings,
+        }
+        if self.settings.cache_size:
+            with self._cache_lock:
+                self._cache[key] = response
+                while len(self._cache) > self.settings.cache_size:
+                    self._cache.popitem(last=False)
+        return response
+
+    def _retrieve(self, reader: store.IndexReader, text: str, k: int | None,
+                  doc_ids: Sequence[str] | None, mode: str) -> tuple[list[retrieval.Hit],
+                                                                     _EncodedQuery,
+                                                                     dict[str, Any]]:
+        if mode not in retrieval.MODES:
+            raise ConfigError(f"unknown retrieval mode {mode!r}; choose from {retrieval.MODES}")
+        filter_ids = self._clean_doc_ids(reader, doc_ids)
+        query = retrieval.prepare_query(text, self._acronyms)
+        t0 = time.perf_counter()
+        vector = self.embedder.encode_query(query.dense_text) if mode != "lexical" else None
+        timings: dict[str, Any] = {"encode": _ms(t0)}
+        t1 = time.perf_counter()
+        hits = retrieval.search(
+            reader, query, vector if vector is not None else _zeros(reader),
+            k=k or self.settings.top_k, candidates=self.settings.candidates,
+            rrf_k=self.settings.rrf_k, dense_weight=self.settings.dense_weight,
+            lexical_weight=self.settings.lexical_weight,
+            sentence_weight=self.settings.sentence_weight, mode=mode, doc_ids=filter_ids)
+        timings["retrieve"] = _ms(t1)
+        extra = [] if query.dense_text == text else [query.dense_text[len(text):]]
+        encoded = _EncodedQuery(vector if vector is not None else _zeros(reader), extra)
+        return hits, encoded, timings
+
+    # -- documents and status --------------------------------------------------------------
+    def documents(self) -> list[dict[str, Any]]:
+        return self.reader().documents()
+
+    def document(self, doc_id: str) -> dict[str, Any]:
+        reader = self.reader()
+        doc = reader.document(doc_id)
+        if doc is None:
+            raise UnknownDocumentError(f"no document with id {doc_id!r}")
+        doc["chunk_spans"] = [
+            {"id": c["chunk_id"], "start": c["start"], "end": c["end"], "section": c["section"],
+             "page": c["page"]} for c in reader.document_chunks(doc_id)]
+        return doc
+
+    def status(self) -> dict[str, Any]:
+        reader = self.reader()
+        manifest = reader.manifest
+        counts = manifest.get("counts", {})
+        return {
+            "version": reader.version,
+            "created": manifest.get("created"),
+            "documents": counts.get("documents", 0),
+            "chunks": counts.get("chunks", 0),
+            "model": manifest.get("params", {}).get("model"),
+            "index_type": manifest.get("index_type"),
+            "encoder": self.embedder.backend,
+            "reload_error": self.reload_error,
+        }
+
+    def index(self, full: bool = False, progress: Progress | None = None,
+              lock_wait: float = 0.0) -> BuildResult:
+        """Incrementally rebuild and publish; a server notices the new version by itself."""
+        return build_index(self.settings, full=full, progress=progress,
+                           embedder=self._embedder, lock_wait=lock_wait)
+
+
+class _EncodedQuery:
+    __slots__ = ("extra", "vector")
+
+    def __init__(self, vector: Any, extra: list[str]) -> None:
+        self.vector = vector
+        self.extra = extra
+
+
+def _zeros(reader: store.IndexReader) -> Any:
+    import numpy as np
+
+    return np.zeros((1, int(reader.manifest.get("dimension", 1))), dtype=np.float32)
+
+
+def _passage(hit: retrieval.Hit) -> dict[str, Any]:
+    return {"id": hit.chunk_id, "doc_id": hit.doc_id, "title": hit.title, "text": hit.text,
+            "score": hit.score, "dense": hit.dense, "lexical": hit.lexical, "start": hit.start,
+            "end": hit.end, "section": hit.section, "page": hit.page}
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 2)

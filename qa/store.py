@@ -1,0 +1,595 @@
+"""The index on disk: the only module that imports faiss or sqlite3, and the home of every SQL statement.
+
+A build is a directory ``index/builds/<version>/`` holding ``vectors.faiss`` (chunk vectors, inner
+product on unit vectors), ``sentences.npy`` (sentence vectors for answer selection), ``chunks.sqlite``
+(documents, chunks, an FTS5 table over chunk text, sentences, acronyms) and ``manifest.json``. It is
+written completely in a temporary directory, fsynced and verified, then published by replacing the
+small pointer file ``index/CURRENT``. Never embeds, never ranks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qa.errors import IndexCorruptError, IndexLockedError, IndexWriteError, NoIndexError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+FAISS_FILE = "vectors.faiss"
+SENTENCE_FILE = "sentences.npy"
+DB_FILE = "chunks.sqlite"
+MANIFEST_FILE = "manifest.json"
+KEEP_BUILDS = 3
+HNSW_THRESHOLD = 200_000
+
+SCHEMA = """
+CREATE TABLE documents (
+    doc_id TEXT PRIMARY KEY, path TEXT NOT NULL, title TEXT NOT NULL, authors TEXT NOT NULL,
+    publisher TEXT, date TEXT, source TEXT, content_hash TEXT NOT NULL, text TEXT NOT NULL,
+    raw TEXT NOT NULL, raw_offsets BLOB NOT NULL, page_starts TEXT NOT NULL,
+    sections TEXT NOT NULL, n_chunks INTEGER NOT NULL
+);
+CREATE TABLE chunks (
+    rowid INTEGER PRIMARY KEY, chunk_id TEXT NOT NULL UNIQUE, doc_id TEXT NOT NULL,
+    ordinal INTEGER NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL, text TEXT NOT NULL,
+    section TEXT, page INTEGER, n_tokens INTEGER NOT NULL, content_key TEXT NOT NULL
+);
+CREATE INDEX chunks_doc ON chunks(doc_id, start);
+CREATE VIRTUAL TABLE chunks_fts USING fts5(
+    text, content='chunks', content_rowid='rowid', tokenize='porter unicode61 remove_diacritics 2'
+);
+CREATE TABLE sentences (
+    rowid INTEGER PRIMARY KEY, doc_id TEXT NOT NULL, start INTEGER NOT NULL,
+    "end" INTEGER NOT NULL, content_key TEXT NOT NULL, chunk_rowid INTEGER NOT NULL
+);
+CREATE INDEX sentences_doc ON sentences(doc_id, start);
+CREATE TABLE acronyms (short TEXT NOT NULL, long TEXT NOT NULL, doc_id TEXT NOT NULL);
+"""
+
+
+# --------------------------------------------------------------------------------------------
+# Layout, lock and leftovers
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @property
+    def builds(self) -> Path:
+        return self.root / "builds"
+
+    @property
+    def current(self) -> Path:
+        return self.root / "CURRENT"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    def build_dir(self, version: str) -> Path:
+        return self.builds / version
+
+    def current_version(self) -> str | None:
+        try:
+            version = self.current.read_text().strip()
+        except FileNotFoundError:
+            return None
+        return version or None
+
+    def ensure_writable(self) -> None:
+        try:
+            self.builds.mkdir(parents=True, exist_ok=True)
+            self.cache.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".probe-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise IndexWriteError(f"index directory {self.root} is not writable: {e}") from e
+
+
+_last_version_us = 0
+
+
+def new_version() -> str:
+    """A build name that sorts by creation time (strictly increasing microseconds)."""
+    global _last_version_us
+    micros = max(time.time_ns() // 1000, _last_version_us + 1)
+    _last_version_us = micros
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(micros / 1e6))
+    return f"{stamp}{micros % 1_000_000:06d}-{uuid.uuid4().hex[:6]}"
+
+
+@contextlib.contextmanager
+def build_lock(layout: Layout, wait: float = 0.0) -> Iterator[None]:
+    """Exclusive build lock (flock: released by the kernel if the holder dies)."""
+    layout.ensure_writable()
+    with open(layout.lock, "a+") as fh:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError as e:
+                if time.monotonic() >= deadline:
+                    raise IndexLockedError(
+                        f"another `qa index` is running on {layout.root} (lock {layout.lock}); "
+                        "wait for it to finish"
+                    ) from e
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def clean_leftovers(layout: Layout, keep: int = KEEP_BUILDS) -> list[str]:
+    """Remove unfinished builds and all but the ``keep`` newest published ones. Call under lock."""
+    removed: list[str] = []
+    if not layout.builds.is_dir():
+        return removed
+    current = layout.current_version()
+    finished = sorted(p.name for p in layout.builds.iterdir() if not p.name.startswith("."))
+    for path in layout.builds.iterdir():
+        if path.name.startswith(".tmp-"):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    stale = [v for v in finished[:-keep] if v != current] if keep else []
+    for name in stale:
+        shutil.rmtree(layout.builds / name, ignore_errors=True)
+        removed.append(name)
+    for tmp in layout.root.glob("CURRENT.tmp*"):
+        tmp.unlink(missing_ok=True)
+    return removed
+
+
+def read_manifest(build_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((build_dir / MANIFEST_FILE).read_text())
+    except FileNotFoundError as e:
+        raise IndexCorruptError(f"{build_dir / MANIFEST_FILE} is missing: run `qa index --full`") from e
+    except ValueError as e:
+        raise IndexCorruptError(
+            f"{build_dir / MANIFEST_FILE} is not valid JSON: run `qa index --full`") from e
+
+
+# --------------------------------------------------------------------------------------------
+# Embedding cache
+# --------------------------------------------------------------------------------------------
+class EmbeddingCache:
+    """Vectors keyed by (model, content hash) in SQLite; survives crashes and failed builds."""
+
+    def __init__(self, path: Path, model_key: str, dimension: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.model_key = model_key
+        self.dimension = dimension
+        self.db = sqlite3.connect(path)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS vectors (model TEXT, key TEXT, vector BLOB, "
+            "PRIMARY KEY (model, key))"
+        )
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        unique = list(dict.fromkeys(keys))
+        for i in range(0, len(unique), 500):
+            batch = unique[i:i + 500]
+            marks = ",".join("?" * len(batch))
+            rows = self.db.execute(
+                f"SELECT key, vector FROM vectors WHERE model = ? AND key IN ({marks})",
+                [self.model_key, *batch],
+            )
+            for key, blob in rows:
+                vec = np.frombuffer(blob, dtype=np.float32)
+                if vec.shape[0] == self.dimension:
+                    found[key] = vec
+        return found
+
+    def put_many(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO vectors (model, key, vector) VALUES (?, ?, ?)",
+                [(self.model_key, k, np.asarray(v, dtype=np.float32).tobytes())
+                 for k, v in zip(keys, vectors, strict=True)],
+            )
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def content_key(model_key: str, text: str) -> str:
+    return hashlib.sha256(f"{model_key}\0{text}".encode()).hexdigest()[:32]
+
+
+# --------------------------------------------------------------------------------------------
+# Writing a build
+# --------------------------------------------------------------------------------------------
+class BuildWriter:
+    """Writes one build into ``builds/.tmp-<version>`` and publishes it atomically."""
+
+    def __init__(self, layout: Layout, version: str) -> None:
+        self.layout = layout
+        self.version = version
+        self.tmp = layout.builds / f".tmp-{version}"
+        self.tmp.mkdir(parents=True)
+        self.db = sqlite3.connect(self.tmp / DB_FILE)
+        self.db.executescript(SCHEMA)
+        self._next_chunk = 0
+        self._next_sentence = 0
+
+    def add_document(self, meta: dict[str, Any], text: str, raw: str,
+                     raw_offsets: Sequence[int], page_starts: Sequence[int],
+                     sections: Sequence[tuple[int, str]], n_chunks: int) -> None:
+        self.db.execute(
+            "INSERT INTO documents VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (meta["doc_id"], meta["path"], meta["title"], json.dumps(meta["authors"]),
+             meta.get("publisher"), meta.get("date"), meta.get("source"), meta["content_hash"],
+             text, raw, array("i", raw_offsets).tobytes(), json.dumps(list(page_starts)),
+             json.dumps([list(s) for s in sections]), n_chunks),
+        )
+
+    def add_chunks(self, rows: Iterable[dict[str, Any]]) -> int:
+        """Insert chunks; FAISS ids are assigned in insertion order. Returns the first id."""
+        first = self._next_chunk
+        for row in rows:
+            self.db.execute(
+                'INSERT INTO chunks (rowid, chunk_id, doc_id, ordinal, start, "end", text, '
+                "section, page, n_tokens, content_key) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (self._next_chunk, row["chunk_id"], row["doc_id"], row["ordinal"], row["start"],
+                 row["end"], row["text"], row["section"], row["page"], row["n_tokens"],
+                 row["content_key"]),
+            )
+            self._next_chunk += 1
+        return first
+
+    def add_sentences(self, doc_id: str, spans: Iterable[tuple[int, int, str, int]]) -> None:
+        """Insert sentences (start, end, content key, FAISS id of the first chunk holding it)."""
+        for start, end, key, chunk_rowid in spans:
+            self.db.execute(
+                'INSERT INTO sentences (rowid, doc_id, start, "end", content_key, chunk_rowid) '
+                "VALUES (?,?,?,?,?,?)",
+                (self._next_sentence, doc_id, start, end, key, chunk_rowid))
+            self._next_sentence += 1
+
+    def add_acronyms(self, doc_id: str, pairs: Iterable[tuple[str, str]]) -> None:
+        self.db.executemany("INSERT INTO acronyms VALUES (?,?,?)",
+                            [(s, lf, doc_id) for s, lf in pairs])
+
+    def content_keys(self, table: str) -> list[str]:
+        assert table in ("chunks", "sentences")
+        return [k for (k,) in self.db.execute(f"SELECT content_key FROM {table} ORDER BY rowid")]
+
+    def finish(self, chunk_vectors: np.ndarray, sentence_vectors: np.ndarray,
+               manifest: dict[str, Any]) -> Path:
+        """Write vectors and manifest, fsync, verify, publish. Returns the published directory."""
+        if chunk_vectors.shape[0] != self._next_chunk:
+            raise IndexCorruptError("vector count does not match chunk count (bug)")
+        self.db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')")
+        self.db.commit()
+        self.db.execute("PRAGMA journal_mode=DELETE")
+        self.db.close()
+        index_type = write_faiss(self.tmp / FAISS_FILE, chunk_vectors)
+        np.save(self.tmp / SENTENCE_FILE, sentence_vectors.astype(np.float32))
+        manifest = {
+            **manifest,
+            "format": FORMAT_VERSION,
+            "version": self.version,
+            "index_type": index_type,
+            "counts": {**manifest.get("counts", {}), "chunks": int(chunk_vectors.shape[0]),
+                       "sentences": int(sentence_vectors.shape[0])},
+            "files": {name: _sha256(self.tmp / name)
+                      for name in (FAISS_FILE, SENTENCE_FILE, DB_FILE)},
+        }
+        (self.tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        for name in (FAISS_FILE, SENTENCE_FILE, DB_FILE, MANIFEST_FILE):
+            _fsync(self.tmp / name)
+        IndexReader(self.tmp).close()  # verify: checksums, counts, dimensions
+        final = self.layout.build_dir(self.version)
+        os.replace(self.tmp, final)
+        _fsync_dir(self.layout.builds)
+        publish(self.layout, self.version)
+        return final
+
+    def abort(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.db.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def publish(layout: Layout, version: str) -> None:
+    tmp = layout.root / f"CURRENT.tmp{os.getpid()}"
+    tmp.write_text(version + "\n")
+    _fsync(tmp)
+    os.replace(tmp, layout.current)
+    _fsync_dir(layout.root)
+
+
+def write_faiss(path: Path, vectors: np.ndarray) -> str:
+    import faiss
+
+    dim = vectors.shape[1] if vectors.ndim == 2 else 0
+    if vectors.shape[0] >= HNSW_THRESHOLD:
+        index: Any = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+        kind = "hnsw32"
+    else:
+        index = faiss.IndexFlatIP(dim)
+        kind = "flat"
+    if vectors.shape[0]:
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    faiss.write_index(index, str(path))
+    return kind
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a published build
+# --------------------------------------------------------------------------------------------
+class IndexReader:
+    """A loaded build: FAISS and sentence vectors in memory, SQLite opened read-only per thread."""
+
+    def __init__(self, build_dir: Path, verify: bool = True) -> None:
+        import faiss
+
+        self.dir = build_dir
+        self.manifest = read_manifest(build_dir)
+        self.version = str(self.manifest.get("version", build_dir.name))
+        if verify:
+            for name, digest in self.manifest.get("files", {}).items():
+                path = build_dir / name
+                if not path.is_file():
+                    raise IndexCorruptError(f"{path} is missing: run `qa index --full`")
+                if _sha256(path) != digest:
+                    raise IndexCorruptError(
+                        f"{path} is damaged (checksum mismatch): run `qa index --full`")
+        try:
+            self.faiss = faiss.read_index(str(build_dir / FAISS_FILE))
+            self.sentence_vectors = np.load(build_dir / SENTENCE_FILE, mmap_mode="r")
+        except (RuntimeError, ValueError, OSError) as e:
+            raise IndexCorruptError(
+                f"cannot load {build_dir}: {e}; run `qa index --full`") from e
+        if isinstance(self.faiss, faiss.IndexHNSW):
+            self.faiss.hnsw.efSearch = 128
+        self._local = threading.local()
+        counts = self.manifest.get("counts", {})
+        n_rows = self.sql_one("SELECT count(*) FROM chunks")[0]
+        if self.faiss.ntotal != n_rows or n_rows != counts.get("chunks"):
+            raise IndexCorruptError(
+                f"{build_dir}: {self.faiss.ntotal} vectors but {n_rows} chunk rows; "
+                "run `qa index --full`")
+        if self.faiss.ntotal and self.faiss.d != self.manifest.get("dimension"):
+            raise IndexCorruptError(f"{build_dir}: vector dimension differs from manifest")
+
+    # SQLite connections are per thread: sqlite3 objects must not cross threads.
+    @property
+    def db(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "db", None)
+        if conn is None:
+            uri = f"file:{self.dir / DB_FILE}?mode=ro&immutable=1"
+            try:
+                conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            except sqlite3.Error as e:
+                raise IndexCorruptError(f"cannot open {self.dir / DB_FILE}: {e}") from e
+            conn.row_factory = sqlite3.Row
+            self._local.db = conn
+        return conn
+
+    def sql_one(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        try:
+            return self.db.execute(sql, args).fetchone()
+        except sqlite3.DatabaseError as e:
+            raise IndexCorruptError(f"{self.dir / DB_FILE}: {e}; run `qa index --full`") from e
+
+    def close(self) -> None:
+        conn = getattr(self._local, "db", None)
+        if conn is not None:
+            conn.close()
+            self._local.db = None
+
+    # -- searches --------------------------------------------------------------------------
+    def dense_search(self, query: np.ndarray, k: int,
+                     allowed: Sequence[int] | None = None) -> list[tuple[int, float]]:
+        """Top ``k`` (FAISS id, inner product), optionally restricted to ``allowed`` ids."""
+        import faiss
+
+        k = min(k, self.faiss.ntotal if allowed is None else len(allowed))
+        if k <= 0:
+            return []
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
+        if allowed is None:
+            scores, ids = self.faiss.search(q, k)
+        else:
+            selector = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
+            params = (faiss.SearchParametersHNSW(sel=selector, efSearch=128)  # type: ignore[attr-defined]
+                      if isinstance(self.faiss, faiss.IndexHNSW)
+                      else faiss.SearchParameters(sel=selector))  # type: ignore[call-arg]
+            scores, ids = self.faiss.search(q, k, params=params)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+    def dense_scores(self, query: np.ndarray, rowids: Sequence[int]) -> dict[int, float]:
+        """Exact inner products for chosen ids (for hits that only the lexical side found)."""
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        return {int(r): float(self.faiss.reconstruct(int(r)) @ q) for r in rowids}
+
+    def lexical_search(self, match: str, k: int,
+                       doc_ids: Sequence[str] | None = None) -> list[tuple[int, float]]:
+        """FTS5 BM25 search (higher is better); ``match`` must be a safe FTS5 expression."""
+        if not match:
+            return []
+        if doc_ids:
+            marks = ",".join("?" * len(doc_ids))
+            sql = ("SELECT f.rowid, bm25(chunks_fts) AS score FROM chunks_fts f "
+                   f"JOIN chunks c ON c.rowid = f.rowid WHERE chunks_fts MATCH ? "
+                   f"AND c.doc_id IN ({marks}) ORDER BY score LIMIT ?")
+            args: list[Any] = [match, *doc_ids, k]
+        else:
+            sql = ("SELECT rowid, bm25(chunks_fts) AS score FROM chunks_fts "
+                   "WHERE chunks_fts MATCH ? ORDER BY score LIMIT ?")
+            args = [match, k]
+        return [(int(r[0]), -float(r[1])) for r in self.db.execute(sql, args)]
+
+    def sentence_search(self, query: np.ndarray, k: int,
+                        allowed: Sequence[int] | None = None) -> list[tuple[int, float]]:
+        """Top ``k`` (chunk FAISS id, similarity of its best sentence), by exact search over the
+        sentence vectors; each chunk once. ``allowed`` restricts the chunk ids."""
+        n = self.sentence_vectors.shape[0]
+        if n == 0 or k <= 0:
+            return []
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        sims = np.asarray(self.sentence_vectors @ q)
+        take = min(n, k * 4)
+        top = np.argpartition(-sims, take - 1)[:take]
+        top = top[np.argsort(-sims[top])]
+        owners = self._sentence_chunks(top.tolist())
+        allowed_set = set(allowed) if allowed is not None else None
+        out: dict[int, float] = {}
+        for sid in top.tolist():
+            chunk = owners[sid]
+            if chunk in out or (allowed_set is not None and chunk not in allowed_set):
+                continue
+            out[chunk] = float(sims[sid])
+            if len(out) == k:
+                break
+        return list(out.items())
+
+    def _sentence_chunks(self, sentence_ids: Sequence[int]) -> dict[int, int]:
+        marks = ",".join("?" * len(sentence_ids))
+        rows = self.db.execute(
+            f"SELECT rowid, chunk_rowid FROM sentences WHERE rowid IN ({marks})",
+            list(sentence_ids))
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    def rowids_for_documents(self, doc_ids: Sequence[str]) -> list[int]:
+        marks = ",".join("?" * len(doc_ids))
+        return [int(r[0]) for r in self.db.execute(
+            f"SELECT rowid FROM chunks WHERE doc_id IN ({marks})", list(doc_ids))]
+
+    def text_slice(self, doc_id: str, start: int, end: int) -> str | None:
+        """``documents.text[start:end]`` computed by SQLite (character offsets)."""
+        row = self.db.execute("SELECT substr(text, ?, ?) FROM documents WHERE doc_id = ?",
+                              (start + 1, end - start, doc_id)).fetchone()
+        return None if row is None else str(row[0])
+
+    def chunks(self, rowids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        if not rowids:
+            return {}
+        marks = ",".join("?" * len(rowids))
+        rows = self.db.execute(
+            'SELECT c.rowid AS rowid, c.chunk_id, c.doc_id, c.start, c."end", c.text, c.section, '
+            "c.page, c.n_tokens, d.title FROM chunks c JOIN documents d USING (doc_id) "
+            f"WHERE c.rowid IN ({marks})", list(rowids))
+        return {int(r["rowid"]): dict(r) for r in rows}
+
+    def sentences_within(self, doc_id: str, start: int, end: int) -> list[tuple[int, int, int]]:
+        rows = self.db.execute(
+            'SELECT rowid, start, "end" FROM sentences WHERE doc_id = ? AND start >= ? '
+            'AND "end" <= ? ORDER BY start', (doc_id, start, end))
+        return [(int(r[0]), int(r[1]), int(r[2])) for r in rows]
+
+    def acronyms(self) -> list[tuple[str, str]]:
+        return [(r[0], r[1]) for r in self.db.execute(
+            "SELECT DISTINCT short, long FROM acronyms ORDER BY short")]
+
+    def documents(self) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT doc_id, path, title, authors, publisher, date, source, content_hash, "
+            "n_chunks, length(text) AS n_chars FROM documents ORDER BY title")
+        return [_document_row(r) for r in rows]
+
+    def document(self, doc_id: str) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT doc_id, path, title, authors, publisher, date, source, content_hash, n_chunks, "
+            "length(text) AS n_chars, text, raw, raw_offsets, page_starts, sections "
+            "FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
+        if row is None:
+            return None
+        doc = _document_row(row)
+        doc["text"] = row["text"]
+        doc["raw"] = row["raw"]
+        doc["raw_offsets"] = array("i", row["raw_offsets"])
+        doc["page_starts"] = json.loads(row["page_starts"])
+        doc["sections"] = [tuple(s) for s in json.loads(row["sections"])]
+        return doc
+
+    def document_text(self, doc_id: str) -> str | None:
+        row = self.db.execute("SELECT text FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def document_chunks(self, doc_id: str) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            'SELECT rowid, chunk_id, doc_id, ordinal, start, "end", text, section, page, n_tokens, '
+            "content_key FROM chunks WHERE doc_id = ? ORDER BY ordinal", (doc_id,))
+        return [dict(r) for r in rows]
+
+    def document_sentences(self, doc_id: str) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            'SELECT rowid, start, "end", content_key FROM sentences WHERE doc_id = ? '
+            "ORDER BY start", (doc_id,))
+        return [dict(r) for r in rows]
+
+    def document_acronyms(self, doc_id: str) -> list[tuple[str, str]]:
+        return [(r[0], r[1]) for r in self.db.execute(
+            "SELECT short, long FROM acronyms WHERE doc_id = ?", (doc_id,))]
+
+
+def open_current(index_dir: Path, verify: bool = True) -> IndexReader:
+    layout = Layout(index_dir)
+    version = layout.current_version()
+    if version is None:
+        raise NoIndexError(f"no index has been built in {index_dir}: run `qa index`")
+    build = layout.build_dir(version)
+    if not build.is_dir():
+        raise IndexCorruptError(
+            f"{layout.current} names build {version}, which is missing: run `qa index --full`")
+    return IndexReader(build, verify=verify)
+
+
+def _document_row(r: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "doc_id": r["doc_id"], "path": r["path"], "title": r["title"],
+        "authors": json.loads(r["authors"]), "publisher": r["publisher"], "date": r["date"],
+        "source": r["source"], "content_hash": r["content_hash"], "chunks": r["n_chunks"],
+        "chars": r["n_chars"],
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        _fsync(path)

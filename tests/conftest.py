@@ -1,0 +1,89 @@
+"""Shared fixtures: settings on tmp paths, one embedding model per session, a built tiny index."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from qa.config import Settings
+from qa.embedding import Embedder
+from qa.service import QAService
+
+DATA = Path(__file__).parent / "data"
+TINY = DATA / "tiny"
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def make_settings(corpus: Path, index: Path, **extra: object) -> Settings:
+    """Settings isolated from the developer's environment (QA_* variables are ignored)."""
+    return Settings.load({"corpus_dir": corpus, "index_dir": index, **extra}, environ={})
+
+
+@pytest.fixture(scope="session")
+def onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx")
+
+
+@pytest.fixture(scope="session")
+def embedder(onnx_dir: Path) -> Embedder:
+    """The bundled model, loaded once per test session (torch backend)."""
+    return Embedder(backend="torch")
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path: Path) -> Path:
+    """A fresh, writable copy of the tiny corpus (tests may add or change documents)."""
+    target = tmp_path / "corpus"
+    shutil.copytree(TINY, target)
+    return target
+
+
+@pytest.fixture
+def tiny_settings(tiny_corpus: Path, tmp_path: Path) -> Settings:
+    return make_settings(tiny_corpus, tmp_path / "index", encoder="torch")
+
+
+@pytest.fixture(scope="session")
+def built_tiny(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Settings:
+    """A read-only tiny index built once per session; tests that change it build their own."""
+    root = tmp_path_factory.mktemp("tiny-built")
+    corpus = root / "corpus"
+    shutil.copytree(TINY, corpus)
+    settings = make_settings(corpus, root / "index", encoder="torch", reload_interval=0.05)
+    QAService(settings, embedder=embedder).index()
+    return settings
+
+
+@pytest.fixture(scope="session")
+def tiny_service(built_tiny: Settings, embedder: Embedder) -> QAService:
+    return QAService(built_tiny, embedder=embedder)
+
+
+@pytest.fixture(scope="session")
+def built_cica(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Settings:
+    """The bundled CICA corpus indexed once per session (for quality floors)."""
+    root = tmp_path_factory.mktemp("cica-built")
+    settings = make_settings(PROJECT / "corpus", root / "index", encoder="torch")
+    QAService(settings, embedder=embedder).index()
+    return settings
+
+
+@pytest.fixture(scope="session")
+def cica_service(built_cica: Settings, embedder: Embedder) -> QAService:
+    return QAService(built_cica, embedder=embedder)
+
+
+@pytest.fixture
+def fresh_service(tiny_settings: Settings, embedder: Embedder) -> Iterator[QAService]:
+    """A service over its own writable corpus and index (built once)."""
+    service = QAService(tiny_settings.replace(reload_interval=0.05), embedder=embedder)
+    service.index()
+    yield service

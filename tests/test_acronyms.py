@@ -1,0 +1,70 @@
+"""Acronym definitions found in text, and query expansions in both directions."""
+
+from __future__ import annotations
+
+import pytest
+
+from qa.acronyms import expansions, find_acronyms
+
+CICA = "Conference on Interaction and Confidence Building Measures in Asia"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Abstract: The Conference on Interaction and Confidence Building Measures in Asia (CICA) "
+     "is at a critical juncture of development and transformation.",
+     [("CICA", CICA)]),
+    ("CICA has been taking the Organization on Security and Cooperation in Asia (OSCA) as its "
+     "long-term goal.",
+     [("OSCA", "Organization on Security and Cooperation in Asia")]),
+    ("ministers of foreign affairs as well as confidence building measures (CBMs) in five "
+     "dimensions",
+     [("CBM", "confidence building measures")]),
+    ("Chen Dongxiao is President of Shanghai Institutes for International Studies (SIIS).",
+     [("SIIS", "Shanghai Institutes for International Studies")]),
+])
+def test_definitions_from_the_corpus(text: str, expected: list[tuple[str, str]]) -> None:
+    assert find_acronyms(text) == expected
+
+
+def test_several_definitions_in_order_each_once() -> None:
+    text = (f"The {CICA} (CICA) met. Shanghai Institutes for International Studies (SIIS) "
+            f"hosted it. Again the {CICA} (CICA) was named.")
+    assert find_acronyms(text) == [
+        ("CICA", CICA), ("SIIS", "Shanghai Institutes for International Studies")]
+
+
+@pytest.mark.parametrize("text", [
+    "As explained earlier (see above), the forum grew.",
+    "The annual report (2019) lists the members.",
+    "The Agreement between the parties (hereinafter referred to as the Agreement) is binding.",
+    "It was a success (Table 3) for the region.",
+    "The parties (A) and (B) agreed.",
+    "The forum (CICA) met again.",  # initials do not match the words before it
+    "",
+])
+def test_non_definitions(text: str) -> None:
+    assert find_acronyms(text) == []
+
+
+TABLE = [("CICA", CICA), ("CBM", "confidence building measures")]
+
+
+def test_short_form_expands_to_long_form() -> None:
+    assert expansions("When was CICA proposed?", TABLE) == [CICA]
+
+
+def test_plural_short_form_expands() -> None:
+    assert expansions("Which CBMs were adopted?", TABLE) == ["confidence building measures"]
+
+
+def test_long_form_expands_to_short_form() -> None:
+    assert expansions(f"When was the {CICA.lower()} proposed?", TABLE) == ["CICA", "CBM"]
+
+
+def test_no_expansion_when_both_forms_present() -> None:
+    assert expansions(f"Is CICA the {CICA}?", TABLE) == ["CBM"]
+
+
+def test_no_expansion_for_unrelated_question() -> None:
+    assert expansions("Where is Lake Baikal?", TABLE) == []
+    assert expansions("Is cicada a word?", TABLE) == []  # word boundaries, case-sensitive short

@@ -1,0 +1,133 @@
+"""Module boundaries of the qa package, checked on the source with ``ast``."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "qa"
+MODULES = sorted(PACKAGE.glob("*.py"))
+MODEL_LIBS = {"torch", "sentence_transformers", "onnxruntime", "onnx", "transformers",
+              "tokenizers"}
+STORAGE_LIBS = {"faiss", "sqlite3"}
+ENV_WRITERS = {"setdefault", "update"}
+
+
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+def _imports(path: Path) -> set[str]:
+    """Top-level package names a module imports (anywhere in the file, lazy imports too)."""
+    found: set[str] = set()
+    for node in ast.walk(_tree(path)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def _parents(tree: ast.AST) -> dict[ast.AST, ast.AST]:
+    return {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+
+
+def _is_os_environ(node: ast.AST) -> bool:
+    return (isinstance(node, ast.Attribute) and node.attr == "environ"
+            and isinstance(node.value, ast.Name) and node.value.id == "os")
+
+
+def _environment_reads(path: Path) -> list[int]:
+    """Line numbers where the module reads the environment (writes of defaults are allowed)."""
+    tree = _tree(path)
+    parents = _parents(tree)
+    lines = []
+    for node in ast.walk(tree):
+        imported = isinstance(node, ast.ImportFrom) and node.module == "os" and any(
+            a.name in ("environ", "getenv", "environb", "getenvb") for a in node.names)
+        called = (isinstance(node, ast.Attribute) and node.attr in ("getenv", "getenvb")
+                  and isinstance(node.value, ast.Name) and node.value.id == "os")
+        if imported or called:
+            lines.append(node.lineno)
+        elif _is_os_environ(node):
+            parent = parents.get(node)
+            writes = (
+                isinstance(parent, ast.Attribute) and parent.attr in ENV_WRITERS
+                and isinstance(parents.get(parent), ast.Call)
+                and parents[parent].func is parent  # type: ignore[attr-defined]
+            ) or (
+                isinstance(parent, ast.Subscript) and isinstance(parent.ctx, ast.Store | ast.Del)
+            )
+            if not writes:
+                lines.append(node.lineno)
+    return sorted(lines)
+
+
+def _rel(path: Path) -> str:
+    return f"qa/{path.name}"
+
+
+def test_package_is_parsed() -> None:
+    names = {p.name for p in MODULES}
+    assert {"config.py", "store.py", "embedding.py", "cli.py", "indexing.py"} <= names
+
+
+def test_only_embedding_imports_model_libraries() -> None:
+    offenders = {_rel(p): sorted(_imports(p) & MODEL_LIBS) for p in MODULES
+                 if p.name != "embedding.py" and _imports(p) & MODEL_LIBS}
+    assert offenders == {}
+    assert _imports(PACKAGE / "embedding.py") >= {"torch", "sentence_transformers", "onnxruntime"}
+
+
+def test_only_store_imports_faiss_and_sqlite() -> None:
+    offenders = {_rel(p): sorted(_imports(p) & STORAGE_LIBS) for p in MODULES
+                 if p.name != "store.py" and _imports(p) & STORAGE_LIBS}
+    assert offenders == {}
+    assert _imports(PACKAGE / "store.py") >= STORAGE_LIBS
+
+
+def test_web_imports_no_heavy_libraries() -> None:
+    web = PACKAGE / "web.py"
+    if not web.exists():
+        pytest.skip("qa/web.py does not exist yet")
+    assert _imports(web) & {"faiss", "torch", "sqlite3", "numpy", *MODEL_LIBS} == set()
+
+
+def test_only_config_reads_the_environment() -> None:
+    offenders = {_rel(p): lines for p in MODULES if p.name != "config.py"
+                 if (lines := _environment_reads(p))}
+    assert offenders == {}
+    assert _environment_reads(PACKAGE / "config.py")  # the checker does see real reads
+
+
+def test_environment_checker_tells_reads_from_writes(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import os\n"
+        "os.environ.setdefault('A', '1')\n"
+        "os.environ.update({'B': '2'})\n"
+        "os.environ['C'] = '3'\n"
+        "x = os.environ.get('D')\n"
+        "y = os.environ['E']\n"
+        "z = os.getenv('F')\n"
+        "w = 'G' in os.environ\n"
+        "from os import environ\n")
+    assert _environment_reads(sample) == [5, 6, 7, 8, 9]
+
+
+def test_no_utils_module() -> None:
+    bad = [p for p in PACKAGE.rglob("*") if p.stem in ("utils", "util", "helpers", "misc")]
+    assert bad == []
+
+
+def test_no_print_calls_outside_cli() -> None:
+    offenders = {}
+    for path in MODULES:
+        calls = [n.lineno for n in ast.walk(_tree(path))
+                 if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+                 and n.func.id == "print"]
+        if calls and path.name != "cli.py":
+            offenders[_rel(path)] = calls
+    assert offenders == {}

