@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from qa import chunking, store, textclean
+from qa import chunking, evidence, store, textclean
 from qa.acronyms import find_acronyms
 from qa.config import Settings
 from qa.corpus import Document, SourceFile, UnreadableDocument, discover, load_document, page_at
@@ -25,7 +26,8 @@ from qa.errors import IndexCorruptError, NoIndexError
 log = logging.getLogger(__name__)
 
 # Bump when normalization or chunking rules change: it forces a full rebuild.
-PIPELINE_VERSION = "1"
+PIPELINE_VERSION = "3"
+HEADER_SECTION_CHARS = 80
 
 Progress = Callable[[str, int, int], None]
 
@@ -170,6 +172,12 @@ def _build(settings: Settings, layout: store.Layout, sources: list[SourceFile],
                        round(time.perf_counter() - started, 3), True, full, warnings)
 
 
+def embed_header(title: str, section: str | None) -> str:
+    """The context line embedded above a chunk's text (contextual chunk headers)."""
+    section = (section or "")[:HEADER_SECTION_CHARS]
+    return f"{title} — {section}" if section else title
+
+
 def _prepare(document: Document, settings: Settings, embedder: Any,
              model_key: str) -> _PreparedDoc:
     clean = textclean.normalize(document.raw)
@@ -182,11 +190,24 @@ def _prepare(document: Document, settings: Settings, embedder: Any,
         return page_at(document.page_starts, clean.raw_offsets[offset])
 
     spans = chunking.split_sentences(text)
+    # Each chunk is embedded under a short header (title, section) that the window must hold too.
+    longest = max((len(t) for _, t in sections), default=0)
+    header_room = embedder.count_word_pieces(
+        embed_header(document.title, "x" * min(longest, HEADER_SECTION_CHARS)))
+
+    def fits(piece: str) -> bool:
+        return embedder.count_word_pieces(piece) + header_room <= embedder.max_tokens
+
     chunks = chunking.chunk_text(
         document.doc_id, text, budget=settings.chunk_tokens, overlap=settings.chunk_overlap,
-        sections=sections, fits=embedder.fits, page_of=page_of, sentences=spans)
-    chunk_rows = [{**c.to_dict(), "content_key": store.content_key(model_key, c.text)}
-                  for c in chunks]
+        sections=sections, fits=fits, page_of=page_of, sentences=spans)
+    context = " ".join([document.title, *document.authors])
+    chunk_rows = []
+    for c in chunks:
+        header = embed_header(document.title, c.section)
+        chunk_rows.append({**c.to_dict(), "header": header,
+                           "context": f"{context} {c.section or ''}".strip(),
+                           "content_key": store.content_key(model_key, f"{header}\n{c.text}")})
     sentences = [(s.start, s.end, store.content_key(model_key, text[s.start:s.end]))
                  for s in spans]
     meta = {**document.metadata(), "content_hash": document.content_hash}
@@ -221,9 +242,10 @@ def _write_rows_and_embed(writer: store.BuildWriter, prepared: list[_PreparedDoc
         writer.add_sentences(doc.meta["doc_id"], _with_chunk_ids(doc, first))
         writer.add_acronyms(doc.meta["doc_id"], doc.acronyms)
         for c in doc.chunks:
-            texts[c["content_key"]] = c["text"]
+            texts[c["content_key"]] = f"{c['header']}\n{c['text']}"
         for start, end, key in doc.sentences:
             texts[key] = doc.text[start:end]
+    writer.add_term_counts(_term_counts(doc.chunks for doc in prepared))
     chunk_keys = writer.content_keys("chunks")
     sentence_keys = writer.content_keys("sentences")
     vectors, missing = _vectors_for(texts, layout, embedder, model_key, progress)
@@ -232,6 +254,14 @@ def _write_rows_and_embed(writer: store.BuildWriter, prepared: list[_PreparedDoc
     chunk_vectors = _stack([vectors[k] for k in chunk_keys], dim)
     sentence_vectors = _stack([vectors[k] for k in sentence_keys], dim)
     return chunk_vectors, sentence_vectors, embedded
+
+
+def _term_counts(chunk_lists: Iterable[list[dict[str, Any]]]) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for chunks in chunk_lists:
+        for c in chunks:
+            counts.update(evidence.term_set(c["text"]))
+    return dict(counts)
 
 
 def _with_chunk_ids(doc: _PreparedDoc, first: int) -> list[tuple[int, int, str, int]]:

@@ -15,6 +15,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from qa import retrieval, store
 from qa.answering import compose_answer
 from qa.config import Settings
@@ -129,9 +131,9 @@ class QAService:
         started = time.perf_counter()
         text = self.clean_question(question)
         reader = self.reader()
-        hits, _, timings = self._retrieve(reader, text, k, doc_ids, mode)
+        hits, timings = self._retrieve(reader, text, k, doc_ids, mode)
         timings["total"] = _ms(started)
-        return {"question": text, "passages": [_passage(h) for h in hits],
+        return {"question": text, "passages": [h.to_dict() for h in hits],
                 "index_version": reader.version, "timings_ms": timings}
 
     def ask(self, question: Any, top_k: int | None = None,
@@ -150,18 +152,17 @@ class QAService:
                     self._cache.move_to_end(key)
         if cached is not None:
             return {**cached, "timings_ms": {"total": _ms(started), "cached": True}}
-        hits, query, timings = self._retrieve(reader, text, k, doc_ids, "hybrid")
+        hits, timings = self._retrieve(reader, text, k, doc_ids, "hybrid")
         t0 = time.perf_counter()
-        answer = compose_answer(
-            reader, text, query.vector, hits, threshold=self.settings.abstain_threshold,
-            max_sentences=self.settings.max_answer_sentences, extra_terms=query.extra)
+        answer = compose_answer(reader, text, hits, threshold=self.settings.abstain_threshold,
+                                max_sentences=self.settings.max_answer_sentences)
         timings["answer"] = _ms(t0)
         timings["total"] = _ms(started)
         response = {
             "question": text,
             "answer": answer.to_dict(),
             "citations": [c.to_dict() for c in answer.citations],
-            "passages": [_passage(h) for h in hits],
+            "passages": [h.to_dict() for h in hits],
             "index_version": reader.version,
             "timings_ms": timings,
         }
@@ -174,26 +175,27 @@ class QAService:
 
     def _retrieve(self, reader: store.IndexReader, text: str, k: int | None,
                   doc_ids: Sequence[str] | None, mode: str) -> tuple[list[retrieval.Hit],
-                                                                     _EncodedQuery,
                                                                      dict[str, Any]]:
         if mode not in retrieval.MODES:
             raise ConfigError(f"unknown retrieval mode {mode!r}; choose from {retrieval.MODES}")
         filter_ids = self._clean_doc_ids(reader, doc_ids)
         query = retrieval.prepare_query(text, self._acronyms)
         t0 = time.perf_counter()
-        vector = self.embedder.encode_query(query.dense_text) if mode != "lexical" else None
+        if mode == "lexical":
+            vector = np.zeros((1, int(reader.manifest.get("dimension", 1))), dtype=np.float32)
+        else:
+            vector = self.embedder.encode_query(query.dense_text)
         timings: dict[str, Any] = {"encode": _ms(t0)}
         t1 = time.perf_counter()
-        hits = retrieval.search(
-            reader, query, vector if vector is not None else _zeros(reader),
-            k=k or self.settings.top_k, candidates=self.settings.candidates,
-            rrf_k=self.settings.rrf_k, dense_weight=self.settings.dense_weight,
-            lexical_weight=self.settings.lexical_weight,
-            sentence_weight=self.settings.sentence_weight, mode=mode, doc_ids=filter_ids)
+        s = self.settings
+        weights = retrieval.Weights(dense=s.dense_weight, sentence=s.sentence_weight,
+                                    lexical=s.lexical_weight, rrf_k=s.rrf_k,
+                                    rerank=bool(s.rerank))
+        hits, _ = retrieval.search(reader, query, vector, k=k or s.top_k,
+                                   candidates=s.candidates, weights=weights, mode=mode,
+                                   doc_ids=filter_ids)
         timings["retrieve"] = _ms(t1)
-        extra = [] if query.dense_text == text else [query.dense_text[len(text):]]
-        encoded = _EncodedQuery(vector if vector is not None else _zeros(reader), extra)
-        return hits, encoded, timings
+        return hits, timings
 
     # -- documents and status --------------------------------------------------------------
     def documents(self) -> list[dict[str, Any]]:
@@ -229,26 +231,6 @@ class QAService:
         """Incrementally rebuild and publish; a server notices the new version by itself."""
         return build_index(self.settings, full=full, progress=progress,
                            embedder=self._embedder, lock_wait=lock_wait)
-
-
-class _EncodedQuery:
-    __slots__ = ("extra", "vector")
-
-    def __init__(self, vector: Any, extra: list[str]) -> None:
-        self.vector = vector
-        self.extra = extra
-
-
-def _zeros(reader: store.IndexReader) -> Any:
-    import numpy as np
-
-    return np.zeros((1, int(reader.manifest.get("dimension", 1))), dtype=np.float32)
-
-
-def _passage(hit: retrieval.Hit) -> dict[str, Any]:
-    return {"id": hit.chunk_id, "doc_id": hit.doc_id, "title": hit.title, "text": hit.text,
-            "score": hit.score, "dense": hit.dense, "lexical": hit.lexical, "start": hit.start,
-            "end": hit.end, "section": hit.section, "page": hit.page}
 
 
 def _ms(since: float) -> float:

@@ -39,6 +39,7 @@ DB_FILE = "chunks.sqlite"
 MANIFEST_FILE = "manifest.json"
 KEEP_BUILDS = 3
 HNSW_THRESHOLD = 200_000
+CONTEXT_WEIGHT = 0.5  # BM25 weight of the title/authors/section column against the chunk text
 
 SCHEMA = """
 CREATE TABLE documents (
@@ -50,11 +51,12 @@ CREATE TABLE documents (
 CREATE TABLE chunks (
     rowid INTEGER PRIMARY KEY, chunk_id TEXT NOT NULL UNIQUE, doc_id TEXT NOT NULL,
     ordinal INTEGER NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL, text TEXT NOT NULL,
-    section TEXT, page INTEGER, n_tokens INTEGER NOT NULL, content_key TEXT NOT NULL
+    section TEXT, page INTEGER, n_tokens INTEGER NOT NULL, content_key TEXT NOT NULL,
+    header TEXT NOT NULL, context TEXT NOT NULL
 );
 CREATE INDEX chunks_doc ON chunks(doc_id, start);
 CREATE VIRTUAL TABLE chunks_fts USING fts5(
-    text, content='chunks', content_rowid='rowid', tokenize='porter unicode61 remove_diacritics 2'
+    text, context, content='chunks', content_rowid='rowid', tokenize='porter unicode61 remove_diacritics 2'
 );
 CREATE TABLE sentences (
     rowid INTEGER PRIMARY KEY, doc_id TEXT NOT NULL, start INTEGER NOT NULL,
@@ -62,6 +64,7 @@ CREATE TABLE sentences (
 );
 CREATE INDEX sentences_doc ON sentences(doc_id, start);
 CREATE TABLE acronyms (short TEXT NOT NULL, long TEXT NOT NULL, doc_id TEXT NOT NULL);
+CREATE TABLE term_df (term TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID;
 """
 
 
@@ -256,10 +259,11 @@ class BuildWriter:
         for row in rows:
             self.db.execute(
                 'INSERT INTO chunks (rowid, chunk_id, doc_id, ordinal, start, "end", text, '
-                "section, page, n_tokens, content_key) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "section, page, n_tokens, content_key, header, context) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (self._next_chunk, row["chunk_id"], row["doc_id"], row["ordinal"], row["start"],
                  row["end"], row["text"], row["section"], row["page"], row["n_tokens"],
-                 row["content_key"]),
+                 row["content_key"], row["header"], row["context"]),
             )
             self._next_chunk += 1
         return first
@@ -276,6 +280,10 @@ class BuildWriter:
     def add_acronyms(self, doc_id: str, pairs: Iterable[tuple[str, str]]) -> None:
         self.db.executemany("INSERT INTO acronyms VALUES (?,?,?)",
                             [(s, lf, doc_id) for s, lf in pairs])
+
+    def add_term_counts(self, counts: dict[str, int]) -> None:
+        """Document frequencies (in chunks) of the stemmed terms, for evidence scoring."""
+        self.db.executemany("INSERT INTO term_df VALUES (?, ?)", sorted(counts.items()))
 
     def content_keys(self, table: str) -> list[str]:
         assert table in ("chunks", "sentences")
@@ -439,12 +447,13 @@ class IndexReader:
             return []
         if doc_ids:
             marks = ",".join("?" * len(doc_ids))
-            sql = ("SELECT f.rowid, bm25(chunks_fts) AS score FROM chunks_fts f "
+            sql = (f"SELECT f.rowid, bm25(chunks_fts, 1.0, {CONTEXT_WEIGHT}) AS score "
+                   "FROM chunks_fts f "
                    f"JOIN chunks c ON c.rowid = f.rowid WHERE chunks_fts MATCH ? "
                    f"AND c.doc_id IN ({marks}) ORDER BY score LIMIT ?")
             args: list[Any] = [match, *doc_ids, k]
         else:
-            sql = ("SELECT rowid, bm25(chunks_fts) AS score FROM chunks_fts "
+            sql = (f"SELECT rowid, bm25(chunks_fts, 1.0, {CONTEXT_WEIGHT}) AS score FROM chunks_fts "
                    "WHERE chunks_fts MATCH ? ORDER BY score LIMIT ?")
             args = [match, k]
         return [(int(r[0]), -float(r[1])) for r in self.db.execute(sql, args)]
@@ -497,9 +506,29 @@ class IndexReader:
         marks = ",".join("?" * len(rowids))
         rows = self.db.execute(
             'SELECT c.rowid AS rowid, c.chunk_id, c.doc_id, c.start, c."end", c.text, c.section, '
-            "c.page, c.n_tokens, d.title FROM chunks c JOIN documents d USING (doc_id) "
+            "c.page, c.n_tokens, c.header, d.title FROM chunks c JOIN documents d USING (doc_id) "
             f"WHERE c.rowid IN ({marks})", list(rowids))
         return {int(r["rowid"]): dict(r) for r in rows}
+
+    def sentences_of_chunks(self, rowids: Sequence[int]) -> list[tuple[int, int, int, int]]:
+        """(chunk FAISS id, sentence id, start, end) of every sentence inside the chunks."""
+        if not rowids:
+            return []
+        marks = ",".join("?" * len(rowids))
+        rows = self.db.execute(
+            'SELECT c.rowid, s.rowid, s.start, s."end" FROM chunks c JOIN sentences s '
+            'ON s.doc_id = c.doc_id AND s.start >= c.start AND s."end" <= c."end" '
+            f"WHERE c.rowid IN ({marks}) ORDER BY c.rowid, s.start", list(rowids))
+        return [(int(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+    def term_frequencies(self, terms: Sequence[str]) -> dict[str, int]:
+        """Chunk document frequency of each stemmed term (absent terms are left out)."""
+        if not terms:
+            return {}
+        marks = ",".join("?" * len(terms))
+        rows = self.db.execute(f"SELECT term, df FROM term_df WHERE term IN ({marks})",
+                               list(terms))
+        return {str(r[0]): int(r[1]) for r in rows}
 
     def sentences_within(self, doc_id: str, start: int, end: int) -> list[tuple[int, int, int]]:
         rows = self.db.execute(
@@ -539,7 +568,8 @@ class IndexReader:
     def document_chunks(self, doc_id: str) -> list[dict[str, Any]]:
         rows = self.db.execute(
             'SELECT rowid, chunk_id, doc_id, ordinal, start, "end", text, section, page, n_tokens, '
-            "content_key FROM chunks WHERE doc_id = ? ORDER BY ordinal", (doc_id,))
+            "content_key, header, context FROM chunks WHERE doc_id = ? ORDER BY ordinal",
+            (doc_id,))
         return [dict(r) for r in rows]
 
     def document_sentences(self, doc_id: str) -> list[dict[str, Any]]:

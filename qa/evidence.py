@@ -1,0 +1,83 @@
+"""Sentence-level evidence: how well each sentence of a candidate passage matches a question.
+
+Two signals per sentence: embedding similarity to the question (sentence vectors are computed at
+index time, so this costs no model call) and the IDF-weighted share of the question's terms that the
+sentence contains. The reranker in ``retrieval`` and answer selection in ``answering`` share them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from qa import terms
+from qa.store import IndexReader
+
+
+def term_set(text: str) -> set[str]:
+    """Stemmed content terms of ``text`` (the unit of document frequency and coverage)."""
+    return {terms.stem(t) for t in terms.tokens(text) if t not in terms.STOPWORDS}
+
+
+@dataclass(frozen=True)
+class QueryTerms:
+    """The question's stemmed terms with IDF weights over the index's chunks."""
+
+    weights: dict[str, float]
+
+    @property
+    def total(self) -> float:
+        return sum(self.weights.values())
+
+    def coverage(self, present: Iterable[str]) -> float:
+        """IDF-weighted share of the question's terms found in ``present`` (0..1)."""
+        total = self.total
+        if total <= 0:
+            return 0.0
+        return sum(self.weights.get(t, 0.0) for t in set(present)) / total
+
+
+def query_terms(reader: IndexReader, question: str, extra: Sequence[str] = ()) -> QueryTerms:
+    wanted = term_set(question)
+    for phrase in extra:
+        wanted |= term_set(phrase)
+    n_chunks = int(reader.manifest.get("counts", {}).get("chunks", 0))
+    df = reader.term_frequencies(sorted(wanted))
+    # A term the corpus never uses keeps its full weight: it lowers every sentence's coverage,
+    # which is what makes an off-topic question look weakly supported.
+    return QueryTerms({t: math.log((n_chunks + 1) / (df.get(t, 0) + 0.5)) for t in wanted})
+
+
+@dataclass(frozen=True)
+class SentenceEvidence:
+    chunk_rowid: int
+    sentence_id: int
+    start: int
+    end: int
+    text: str
+    similarity: float
+    coverage: float
+
+
+def gather(reader: IndexReader, rows: dict[int, dict[str, Any]], query_vector: np.ndarray,
+           qterms: QueryTerms) -> dict[int, list[SentenceEvidence]]:
+    """Evidence for every sentence inside the given chunks, keyed by chunk FAISS id."""
+    spans = reader.sentences_of_chunks(sorted(rows))
+    if not spans:
+        return {}
+    ids = np.fromiter((s[1] for s in spans), dtype=np.int64, count=len(spans))
+    order = np.argsort(ids)  # memmap reads are cheapest in ascending order
+    vectors = np.empty((len(ids), reader.sentence_vectors.shape[1]), dtype=np.float32)
+    vectors[order] = reader.sentence_vectors[ids[order]]
+    sims = vectors @ np.asarray(query_vector, dtype=np.float32).reshape(-1)
+    out: dict[int, list[SentenceEvidence]] = {}
+    for (chunk, sid, start, end), sim in zip(spans, sims.tolist(), strict=True):
+        row = rows[chunk]
+        text = row["text"][start - row["start"]:end - row["start"]]
+        out.setdefault(chunk, []).append(SentenceEvidence(
+            chunk, sid, start, end, text, float(sim), qterms.coverage(term_set(text))))
+    return out
