@@ -8,11 +8,11 @@ leaves this module.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from qa.answertype import expected_answer_type
 from qa.errors import CitationMismatchError
 from qa.evidence import SentenceEvidence
 from qa.retrieval import Hit
@@ -21,20 +21,9 @@ from qa.store import IndexReader
 SIMILARITY_WEIGHT = 0.5
 COVERAGE_WEIGHT = 0.5
 RANK_WEIGHT = 0.1
-ANSWER_TYPE_WEIGHT = 0.1
+ANSWER_TYPE_WEIGHT = 0.15
 SECOND_SENTENCE_RATIO = 0.85
 MIN_SENTENCE_WORDS = 4
-
-_ASKS_QUANTITY = re.compile(
-    r"\bhow (many|much|long|often|large|big|far|old)\b|\bwhat (number|percentage|share|amount)\b")
-_ASKS_DATE = re.compile(r"\bwhen\b|\b(what|which) (year|date|month|day)\b|\bin what year\b")
-_QUANTITY = re.compile(
-    r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|"
-    r"fifty|hundred|thousand|million|billion|dozen|once|twice|annual|annually|yearly|every)\b",
-    re.IGNORECASE)
-_DATE = re.compile(
-    r"\b(1[0-9]{3}|20[0-9]{2})\b|\b(January|February|March|April|May|June|July|August|"
-    r"September|October|November|December)\b")
 
 
 @dataclass(frozen=True)
@@ -80,17 +69,6 @@ class Answer:
         }
 
 
-def expected_answer_type(question: str) -> re.Pattern[str] | None:
-    """What a sentence answering ``question`` must contain, for the few question forms where
-    that is unambiguous: a quantity for "how many/much", a date for "when/what year"."""
-    lowered = question.lower()
-    if _ASKS_QUANTITY.search(lowered):
-        return _QUANTITY
-    if _ASKS_DATE.search(lowered):
-        return _DATE
-    return None
-
-
 def compose_answer(reader: IndexReader, question: str, hits: Sequence[Hit], *,
                    threshold: float, max_sentences: int = 2) -> Answer:
     """Pick up to ``max_sentences`` sentences from ``hits`` and cite them, or abstain."""
@@ -106,8 +84,8 @@ def compose_answer(reader: IndexReader, question: str, hits: Sequence[Hit], *,
             seen.add(ev.sentence_id)
             score = (SIMILARITY_WEIGHT * ev.similarity + COVERAGE_WEIGHT * ev.coverage
                      + RANK_WEIGHT / (1 + n))
-            if wanted is not None and wanted.search(ev.text):
-                score += ANSWER_TYPE_WEIGHT
+            if wanted is not None:
+                score += ANSWER_TYPE_WEIGHT * wanted.strength(ev.text)
             scored.append((score, n, ev))
     if not scored:
         return Answer("", True, "the retrieved passages contain no complete sentence", 0.0)

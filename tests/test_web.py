@@ -124,8 +124,6 @@ def test_answer_cites_the_right_document(client: FlaskClient) -> None:
         assert sentence["text"] in body["answer"]["text"]
 
 
-@pytest.mark.xfail(reason="answering.py currently quotes the sentence that introduces the JWC, "
-                   "not the one that counts its members (a core issue)", strict=False)
 def test_answer_quotes_the_fact(client: FlaskClient) -> None:
     body = post_answer(client, {"question": JWC}).get_json()
     assert "nine members" in body["answer"]["text"]

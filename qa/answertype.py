@@ -1,0 +1,69 @@
+"""Expected answer types: what a sentence must contain to answer a question of a given form.
+
+Only the unambiguous forms are recognised: "how many/much X" wants a quantity next to X, "how often"
+a frequency, "how long" a duration, "when / what year" a date. Pure functions, no model.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from qa import terms
+
+_NUMBER = (r"(?:\d[\d,.]*%?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
+           r"thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|"
+           r"fifty|sixty|seventy|eighty|ninety|hundred|thousand|million|billion|dozen|several)")
+_NUMBER_WORD = re.compile(rf"^{_NUMBER}$", re.IGNORECASE)
+_ANY_NUMBER = re.compile(rf"\b{_NUMBER}\b", re.IGNORECASE)
+_FREQUENCY = re.compile(r"\b(once|twice|every|each|annual|annually|yearly|monthly|weekly|daily|"
+                        r"biennial|times a)\b", re.IGNORECASE)
+_DURATION = re.compile(rf"\b{_NUMBER}\s+(?:\w+\s+)?(years?|months?|weeks?|days?|hours?|decades?|"
+                       r"centur(?:y|ies))\b", re.IGNORECASE)
+_DATE = re.compile(r"\b(1[0-9]{3}|20[0-9]{2})s?\b|\b(January|February|March|April|May|June|July|"
+                   r"August|September|October|November|December)\b")
+_HOW_MANY = re.compile(r"\bhow (many|much)\b(?:\s+([a-z][a-z'-]*))?")
+_WHEN = re.compile(r"\bwhen\b|\b(what|which) (year|date|month|day|decade)\b|\bin what year\b")
+FOCUS_WINDOW = 3  # words allowed between the number and the counted noun ("26 member states")
+
+
+@dataclass(frozen=True)
+class AnswerType:
+    kind: str
+    focus: str | None = None  # stem of the counted noun in "how many X"
+
+    def strength(self, sentence: str) -> float:
+        """1.0 when ``sentence`` holds this type of answer (a quantity of the focus noun), 0.5
+        for a quantity of something else, 0.0 otherwise."""
+        if self.kind == "quantity":
+            if self.focus is not None and _counts_focus(sentence, self.focus):
+                return 1.0
+            return 0.5 if _ANY_NUMBER.search(sentence) else 0.0
+        pattern = {"frequency": _FREQUENCY, "duration": _DURATION, "date": _DATE}[self.kind]
+        return 1.0 if pattern.search(sentence) else 0.0
+
+
+def expected_answer_type(question: str) -> AnswerType | None:
+    lowered = question.lower()
+    m = _HOW_MANY.search(lowered)
+    if m:
+        noun = m.group(2)
+        focus = terms.stem(noun) if noun and noun not in terms.STOPWORDS else None
+        return AnswerType("quantity", focus)
+    if re.search(r"\bhow often\b", lowered):
+        return AnswerType("frequency")
+    if re.search(r"\bhow long\b", lowered):
+        return AnswerType("duration")
+    if _WHEN.search(lowered):
+        return AnswerType("date")
+    return None
+
+
+def _counts_focus(sentence: str, focus: str) -> bool:
+    words = terms.tokens(sentence)
+    for i, word in enumerate(words):
+        if _NUMBER_WORD.match(word):
+            following = words[i + 1:i + 2 + FOCUS_WINDOW]
+            if any(terms.stem(w) == focus for w in following):
+                return True
+    return False
