@@ -38,7 +38,8 @@ class QueryTerms:
         total = self.total
         if total <= 0:
             return 0.0
-        return sum(self.weights.get(t, 0.0) for t in set(present)) / total
+        have = present if isinstance(present, (set, frozenset)) else set(present)
+        return sum(w for t, w in self.weights.items() if t in have) / total
 
 
 def query_terms(reader: IndexReader, question: str, extra: Sequence[str] = ()) -> QueryTerms:
@@ -75,9 +76,10 @@ def gather(reader: IndexReader, rows: dict[int, dict[str, Any]], query_vector: n
     vectors[order] = reader.sentence_vectors[ids[order]]
     sims = vectors @ np.asarray(query_vector, dtype=np.float32).reshape(-1)
     out: dict[int, list[SentenceEvidence]] = {}
-    for (chunk, sid, start, end), sim in zip(spans, sims.tolist(), strict=True):
+    for (chunk, sid, start, end, sentence_terms), sim in zip(spans, sims.tolist(), strict=True):
         row = rows[chunk]
         text = row["text"][start - row["start"]:end - row["start"]]
         out.setdefault(chunk, []).append(SentenceEvidence(
-            chunk, sid, start, end, text, float(sim), qterms.coverage(term_set(text))))
+            chunk, sid, start, end, text, float(sim),
+            qterms.coverage(set(sentence_terms.split()))))
     return out

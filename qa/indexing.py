@@ -26,7 +26,7 @@ from qa.errors import IndexCorruptError, NoIndexError
 log = logging.getLogger(__name__)
 
 # Bump when normalization or chunking rules change: it forces a full rebuild.
-PIPELINE_VERSION = "3"
+PIPELINE_VERSION = "4"
 HEADER_SECTION_CHARS = 80
 
 Progress = Callable[[str, int, int], None]
@@ -264,8 +264,8 @@ def _term_counts(chunk_lists: Iterable[list[dict[str, Any]]]) -> dict[str, int]:
     return dict(counts)
 
 
-def _with_chunk_ids(doc: _PreparedDoc, first: int) -> list[tuple[int, int, str, int]]:
-    """Each sentence with the FAISS id of the first chunk that contains it."""
+def _with_chunk_ids(doc: _PreparedDoc, first: int) -> list[tuple[int, int, str, int, str]]:
+    """Each sentence with the FAISS id of the first chunk that contains it, and its terms."""
     out = []
     spans = [(c["start"], c["end"]) for c in doc.chunks]
     j = 0
@@ -275,7 +275,8 @@ def _with_chunk_ids(doc: _PreparedDoc, first: int) -> list[tuple[int, int, str, 
         k = j
         while k > 0 and spans[k - 1][0] <= start and spans[k - 1][1] >= end:
             k -= 1
-        out.append((start, end, key, first + k))
+        terms = " ".join(sorted(evidence.term_set(doc.text[start:end])))
+        out.append((start, end, key, first + k, terms))
     return out
 
 

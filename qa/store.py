@@ -60,7 +60,8 @@ CREATE VIRTUAL TABLE chunks_fts USING fts5(
 );
 CREATE TABLE sentences (
     rowid INTEGER PRIMARY KEY, doc_id TEXT NOT NULL, start INTEGER NOT NULL,
-    "end" INTEGER NOT NULL, content_key TEXT NOT NULL, chunk_rowid INTEGER NOT NULL
+    "end" INTEGER NOT NULL, content_key TEXT NOT NULL, chunk_rowid INTEGER NOT NULL,
+    terms TEXT NOT NULL
 );
 CREATE INDEX sentences_doc ON sentences(doc_id, start);
 CREATE TABLE acronyms (short TEXT NOT NULL, long TEXT NOT NULL, doc_id TEXT NOT NULL);
@@ -268,13 +269,15 @@ class BuildWriter:
             self._next_chunk += 1
         return first
 
-    def add_sentences(self, doc_id: str, spans: Iterable[tuple[int, int, str, int]]) -> None:
-        """Insert sentences (start, end, content key, FAISS id of the first chunk holding it)."""
-        for start, end, key, chunk_rowid in spans:
+    def add_sentences(self, doc_id: str,
+                      spans: Iterable[tuple[int, int, str, int, str]]) -> None:
+        """Insert sentences: start, end, content key, FAISS id of the first chunk holding it,
+        and its stemmed terms (space-separated, for evidence scoring without re-tokenizing)."""
+        for start, end, key, chunk_rowid, terms in spans:
             self.db.execute(
-                'INSERT INTO sentences (rowid, doc_id, start, "end", content_key, chunk_rowid) '
-                "VALUES (?,?,?,?,?,?)",
-                (self._next_sentence, doc_id, start, end, key, chunk_rowid))
+                'INSERT INTO sentences (rowid, doc_id, start, "end", content_key, chunk_rowid, '
+                "terms) VALUES (?,?,?,?,?,?,?)",
+                (self._next_sentence, doc_id, start, end, key, chunk_rowid, terms))
             self._next_sentence += 1
 
     def add_acronyms(self, doc_id: str, pairs: Iterable[tuple[str, str]]) -> None:
@@ -510,16 +513,16 @@ class IndexReader:
             f"WHERE c.rowid IN ({marks})", list(rowids))
         return {int(r["rowid"]): dict(r) for r in rows}
 
-    def sentences_of_chunks(self, rowids: Sequence[int]) -> list[tuple[int, int, int, int]]:
-        """(chunk FAISS id, sentence id, start, end) of every sentence inside the chunks."""
+    def sentences_of_chunks(self, rowids: Sequence[int]) -> list[tuple[int, int, int, int, str]]:
+        """(chunk FAISS id, sentence id, start, end, terms) of every sentence inside the chunks."""
         if not rowids:
             return []
         marks = ",".join("?" * len(rowids))
         rows = self.db.execute(
-            'SELECT c.rowid, s.rowid, s.start, s."end" FROM chunks c JOIN sentences s '
+            'SELECT c.rowid, s.rowid, s.start, s."end", s.terms FROM chunks c JOIN sentences s '
             'ON s.doc_id = c.doc_id AND s.start >= c.start AND s."end" <= c."end" '
             f"WHERE c.rowid IN ({marks}) ORDER BY c.rowid, s.start", list(rowids))
-        return [(int(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
+        return [(int(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4])) for r in rows]
 
     def term_frequencies(self, terms: Sequence[str]) -> dict[str, int]:
         """Chunk document frequency of each stemmed term (absent terms are left out)."""
