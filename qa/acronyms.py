@@ -59,13 +59,22 @@ def _spells(letters: list[str], run: list[str]) -> bool:
     return pos == len(letters) and skipped <= 2
 
 
+def aliases(question: str, table: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(form used in ``question``, its other form) for each acronym or long form it contains."""
+    found: list[tuple[str, str]] = []
+    lowered = " ".join(question.lower().replace("-", " ").split())
+    for short, long_form in table:
+        long_lower = " ".join(long_form.lower().replace("-", " ").split())
+        if re.search(rf"\b{re.escape(short)}s?\b", question) and long_lower not in lowered:
+            found.append((short, long_form))
+        elif long_lower in lowered and not re.search(rf"\b{re.escape(short)}\b", question):
+            found.append((long_form, short))
+    unique: dict[tuple[str, str], None] = {}
+    for present, other in found:
+        unique[(present, other)] = None
+    return list(unique)
+
+
 def expansions(question: str, table: list[tuple[str, str]]) -> list[str]:
     """Alternative forms for acronyms or long forms that appear in ``question``."""
-    extra: list[str] = []
-    lowered = question.lower()
-    for short, long_form in table:
-        if re.search(rf"\b{re.escape(short)}s?\b", question) and long_form.lower() not in lowered:
-            extra.append(long_form)
-        elif long_form.lower() in lowered and not re.search(rf"\b{re.escape(short)}\b", question):
-            extra.append(short)
-    return list(dict.fromkeys(extra))
+    return list(dict.fromkeys(other for _, other in aliases(question, table)))

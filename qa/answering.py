@@ -79,7 +79,9 @@ def compose_answer(reader: IndexReader, question: str, hits: Sequence[Hit], *,
     seen: set[int] = set()
     for n, hit in enumerate(hits):
         for ev in hit.evidence:
-            if ev.sentence_id in seen or len(ev.text.split()) < MIN_SENTENCE_WORDS:
+            # Headings, fragments and the document's own questions are not answers.
+            if (ev.sentence_id in seen or len(ev.text.split()) < MIN_SENTENCE_WORDS
+                    or ev.text.rstrip("\"'”’) ").endswith("?")):
                 continue
             seen.add(ev.sentence_id)
             score = (SIMILARITY_WEIGHT * ev.similarity + COVERAGE_WEIGHT * ev.coverage

@@ -25,9 +25,11 @@ def term_set(text: str) -> set[str]:
 
 @dataclass(frozen=True)
 class QueryTerms:
-    """The question's stemmed terms with IDF weights over the index's chunks."""
+    """The question's stemmed terms with IDF weights over the index's chunks, and the other form
+    of each acronym or long form in it: a sentence that uses the other form covers those terms."""
 
     weights: dict[str, float]
+    aliases: tuple[tuple[frozenset[str], frozenset[str]], ...] = ()
 
     @property
     def total(self) -> float:
@@ -39,18 +41,24 @@ class QueryTerms:
         if total <= 0:
             return 0.0
         have = present if isinstance(present, (set, frozenset)) else set(present)
+        for group, other in self.aliases:
+            if other <= have:
+                have = have | group
         return sum(w for t, w in self.weights.items() if t in have) / total
 
 
-def query_terms(reader: IndexReader, question: str, extra: Sequence[str] = ()) -> QueryTerms:
+def query_terms(reader: IndexReader, question: str,
+                aliases: Sequence[tuple[str, str]] = ()) -> QueryTerms:
+    """IDF-weighted terms of ``question``; ``aliases`` are (form in the question, other form)."""
     wanted = term_set(question)
-    for phrase in extra:
-        wanted |= term_set(phrase)
     n_chunks = int(reader.manifest.get("counts", {}).get("chunks", 0))
     df = reader.term_frequencies(sorted(wanted))
     # A term the corpus never uses keeps its full weight: it lowers every sentence's coverage,
     # which is what makes an off-topic question look weakly supported.
-    return QueryTerms({t: math.log((n_chunks + 1) / (df.get(t, 0) + 0.5)) for t in wanted})
+    weights = {t: math.log((n_chunks + 1) / (df.get(t, 0) + 0.5)) for t in wanted}
+    groups = tuple((frozenset(term_set(present) & wanted), frozenset(term_set(other)))
+                   for present, other in aliases)
+    return QueryTerms(weights, tuple((g, o) for g, o in groups if g and o))
 
 
 @dataclass(frozen=True)

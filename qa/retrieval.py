@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from qa import evidence, terms
-from qa.acronyms import expansions
+from qa.acronyms import aliases
 from qa.evidence import QueryTerms, SentenceEvidence
 from qa.store import IndexReader
 
@@ -28,6 +28,7 @@ W_CHUNK_SIMILARITY = 0.5
 W_SENTENCE_SIMILARITY = 1.0
 W_BM25 = 0.5
 W_SENTENCE_COVERAGE = 0.5
+EXPAND_DENSE = False
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class Query:
     question: str
     dense_text: str
     fts: str
-    extra: tuple[str, ...]
+    aliases: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -73,10 +74,14 @@ class Weights:
     rerank: bool = True
 
 
-def prepare_query(question: str, acronym_table: Sequence[tuple[str, str]]) -> Query:
-    extra = expansions(question, list(acronym_table))
-    dense_text = question if not extra else f"{question} ({'; '.join(extra)})"
-    return Query(question, dense_text, terms.fts_expression(question, extra), tuple(extra))
+def prepare_query(question: str, acronym_table: Sequence[tuple[str, str]],
+                  expand_dense: bool = EXPAND_DENSE) -> Query:
+    """The encoder sees the question (with acronym expansions when ``expand_dense``); BM25 sees
+    the question's terms OR the other form of every acronym or long form in it."""
+    pairs = aliases(question, list(acronym_table))
+    extra = list(dict.fromkeys(other for _, other in pairs))
+    dense_text = f"{question} ({'; '.join(extra)})" if extra and expand_dense else question
+    return Query(question, dense_text, terms.fts_expression(question, extra), tuple(pairs))
 
 
 def search(reader: IndexReader, query: Query, query_vector: np.ndarray, *, k: int,
@@ -84,7 +89,7 @@ def search(reader: IndexReader, query: Query, query_vector: np.ndarray, *, k: in
            doc_ids: Sequence[str] | None = None) -> tuple[list[Hit], QueryTerms]:
     """The top ``k`` passages for ``query``, best first, no two covering the same region."""
     w = weights or Weights()
-    qterms = evidence.query_terms(reader, query.question, query.extra)
+    qterms = evidence.query_terms(reader, query.question, query.aliases)
     allowed = reader.rowids_for_documents(doc_ids) if doc_ids else None
     if allowed is not None and not allowed:
         return [], qterms

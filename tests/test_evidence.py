@@ -1,0 +1,60 @@
+"""Sentence evidence, acronym aliases and expected answer types (pure parts, no model)."""
+
+from __future__ import annotations
+
+import pytest
+
+from qa.acronyms import aliases
+from qa.answertype import expected_answer_type
+from qa.evidence import QueryTerms, term_set
+
+TABLE = [("OSCA", "Organization for Security and Cooperation in Asia"),
+         ("CBM", "confidence building measures")]
+
+
+def test_aliases_name_the_form_used_and_the_other_one() -> None:
+    assert aliases("What does OSCA stand for?", TABLE) == [
+        ("OSCA", "Organization for Security and Cooperation in Asia")]
+    assert aliases("Which confidence-building measures exist?", TABLE) == [
+        ("confidence building measures", "CBM")]
+    assert aliases("Both OSCA and the Organization for Security and Cooperation in Asia", TABLE) == []
+
+
+def test_coverage_counts_the_other_form_of_an_acronym() -> None:
+    weights = {t: 1.0 for t in term_set("What is the OSCA goal")}
+    group = frozenset({"osca"})
+    other = frozenset(term_set("Organization for Security and Cooperation in Asia"))
+    qterms = QueryTerms(weights, ((group, other),))
+    with_long_form = term_set("The Organization for Security and Cooperation in Asia is the goal")
+    assert qterms.coverage(with_long_form) == pytest.approx(2 / 2)
+    assert qterms.coverage(term_set("Organization for Security in Asia is the goal")) == pytest.approx(1 / 2)
+    assert QueryTerms(weights).coverage(with_long_form) == pytest.approx(1 / 2)
+
+
+def test_coverage_weighs_rare_terms_more() -> None:
+    qterms = QueryTerms({"omul": 3.0, "lake": 1.0})
+    assert qterms.coverage({"omul"}) == pytest.approx(0.75)
+    assert qterms.coverage({"lake"}) == pytest.approx(0.25)
+    assert QueryTerms({}).coverage({"lake"}) == 0.0
+
+
+@pytest.mark.parametrize(("question", "sentence", "strength"), [
+    ("How many members does the commission have?", "The commission has nine members.", 1.0),
+    ("How many members does the commission have?", "It has 26 member states.", 1.0),
+    ("How many members does the commission have?", "It meets 2 times a year.", 0.5),
+    ("How many members does the commission have?", "It meets twice a year.", 0.0),
+    ("How often does the commission meet?", "It meets twice a year.", 1.0),
+    ("When was the accord signed?", "The accord was signed in 2031.", 1.0),
+    ("In what year was it founded?", "It was founded in October.", 1.0),
+    ("When was the accord signed?", "The accord was signed by nine states.", 0.0),
+    ("How long does the train take?", "It takes about sixteen days.", 1.0),
+])
+def test_answer_type_strength(question: str, sentence: str, strength: float) -> None:
+    wanted = expected_answer_type(question)
+    assert wanted is not None
+    assert wanted.strength(sentence) == strength
+
+
+def test_questions_without_a_clear_type() -> None:
+    assert expected_answer_type("What does OSCA stand for?") is None
+    assert expected_answer_type("Who chaired the commission?") is None
