@@ -181,7 +181,10 @@ def embed_header(title: str, section: str | None) -> str:
 def _prepare(document: Document, settings: Settings, embedder: Any,
              model_key: str) -> _PreparedDoc:
     clean = textclean.normalize(document.raw)
-    sections = [(s.start, s.title) for s in clean.sections]
+    # A "heading" that is only the document's title, an author or a byline is not a section.
+    byline = {document.title.lower(), *(a.lower() for a in document.authors)}
+    sections = [(s.start, s.title) for s in clean.sections
+                if s.title.lower() not in byline and not s.title.lower().startswith("by ")]
     text = clean.text
 
     def page_of(offset: int) -> int | None:
