@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -255,10 +256,14 @@ def _export_onnx(st_model: Any, path: Path) -> None:
     names = ["input_ids", "attention_mask", "token_type_ids"]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.onnx.export(
-        Encoder(transformer), (dummy, dummy, torch.zeros_like(dummy)), str(tmp),
-        input_names=names, output_names=["last_hidden_state"],
-        dynamic_axes={n: {0: "batch", 1: "seq"} for n in [*names, "last_hidden_state"]},
-        opset_version=17, dynamo=False,
-    )
+    with warnings.catch_warnings():
+        # The tracer warns about shape-dependent branches that are constant for this model;
+        # the export is verified against torch right after.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Encoder(transformer), (dummy, dummy, torch.zeros_like(dummy)), str(tmp),
+            input_names=names, output_names=["last_hidden_state"],
+            dynamic_axes={n: {0: "batch", 1: "seq"} for n in [*names, "last_hidden_state"]},
+            opset_version=17, dynamo=False,
+        )
     os.replace(tmp, path)

@@ -26,7 +26,7 @@ from qa.errors import IndexCorruptError, NoIndexError
 log = logging.getLogger(__name__)
 
 # Bump when normalization or chunking rules change: it forces a full rebuild.
-PIPELINE_VERSION = "4"
+PIPELINE_VERSION = "5"
 HEADER_SECTION_CHARS = 80
 
 Progress = Callable[[str, int, int], None]
