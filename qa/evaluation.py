@@ -81,15 +81,17 @@ def first_hit_rank(passages: Iterable[str], quote: str) -> int | None:
     return None
 
 
-def evaluate(service: Any, gold: list[GoldQuestion], k: int = 10) -> dict[str, Any]:
-    """Run every gold question through ``service.ask`` and aggregate the metrics."""
+def evaluate(service: Any, gold: list[GoldQuestion], k: int = 10,
+             mode: str = "hybrid") -> dict[str, Any]:
+    """Run every gold question through ``service.ask`` (answers) and ``service.search`` with
+    ``mode`` (retrieval ranks) and aggregate the metrics."""
     rows: list[dict[str, Any]] = []
     latencies: list[float] = []
     for q in gold:
         started = time.perf_counter()
         response = service.ask(q.question, use_cache=False)
         latencies.append((time.perf_counter() - started) * 1000)
-        ranked = service.search(q.question, k=k)["passages"]
+        ranked = service.search(q.question, k=k, mode=mode)["passages"]
         rank = first_hit_rank((p["text"] for p in ranked), q.quote or "")
         rows.append({
             "id": q.id, "kind": q.kind, "answerable": q.answerable, "rank": rank,
