@@ -7,6 +7,7 @@ them, so the document cannot drift from the behaviour.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -178,9 +179,22 @@ def _ok(status: str, description: str, schema: str, **extra: Any) -> dict[str, A
     return {status: {"description": description, "content": _json(schema), **extra}}
 
 
-def openapi_document() -> dict[str, Any]:
+# A question the service accepts: at least one visible character (whitespace, control characters
+# and lone surrogates are blanked before the emptiness check, which answers 422).
+QUESTION_PATTERN = "[^\\s\\x00-\\x1f\\x7f-\\x9f\\ud800-\\udfff]"
+
+
+def question_schema(max_chars: int) -> dict[str, Any]:
+    """The published form of a question; requests outside it are answered 422, not 400."""
+    return {"type": "string", "minLength": 1, "maxLength": max_chars,
+            "pattern": QUESTION_PATTERN}
+
+
+def openapi_document(max_question_chars: int = 1000) -> dict[str, Any]:
     """The OpenAPI document served at ``/api/v1/openapi.json``."""
     bearer: list[dict[str, list[str]]] = [{"bearer": []}]
+    schemas = copy.deepcopy(SCHEMAS)
+    schemas["AnswerRequest"]["properties"]["question"].update(question_schema(max_question_chars))
     return {
         "openapi": "3.1.0",
         "info": {"title": "CICA QA API", "version": API_VERSION,
@@ -201,7 +215,8 @@ def openapi_document() -> dict[str, Any]:
                 {"400": _error("Bad k or mode."), "404": _error("Unknown document id."),
                  "422": _error("Empty or over-long question.")}, _NO_INDEX,
                 parameters=[
-                    {"name": "q", "in": "query", "required": True, "schema": {"type": "string"}},
+                    {"name": "q", "in": "query", "required": True,
+                     "schema": question_schema(max_question_chars)},
                     {"name": "k", "in": "query", "schema": {"type": "integer", "minimum": 1,
                                                             "maximum": MAX_K}},
                     {"name": "mode", "in": "query",
@@ -261,7 +276,7 @@ def openapi_document() -> dict[str, Any]:
                               **_NO_INDEX}}},
         },
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

@@ -404,7 +404,7 @@ def get_document(doc_id: str) -> Any:
 
 @api.get("/openapi.json")
 def openapi_json() -> Any:
-    return jsonify(openapi.openapi_document())
+    return jsonify(openapi.openapi_document(_state().settings.max_question_chars))
 
 
 @api.post("/documents")
@@ -492,6 +492,8 @@ def _json_body(schema: str, required: bool = True) -> dict[str, Any]:
         body = json.loads(raw)
     except ValueError as e:  # includes UnicodeDecodeError
         raise BadRequestError(f"request body is not valid JSON: {e}") from e
+    except RecursionError as e:
+        raise BadRequestError("request body is nested too deeply") from e
     errors = sorted(openapi.validator(schema).iter_errors(body), key=lambda err: list(err.path))
     if errors:
         where = "/".join(str(p) for p in errors[0].path) or "body"

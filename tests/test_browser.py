@@ -68,9 +68,10 @@ def ask(driver: Any, base: str, question: str) -> None:
     field = driver.find_element(By.ID, "q")
     field.clear()
     field.send_keys(question)
-    old = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.CSS_SELECTOR, "form.ask-form button[type=submit]").click()
-    WebDriverWait(driver, 60).until(ec.staleness_of(old))
+    # The form is GET: the answer page is the one whose URL carries the question. (Waiting for
+    # the old page's element to go stale races with Chromium's inspector.)
+    WebDriverWait(driver, 60).until(ec.url_contains("q="))
     WebDriverWait(driver, 60).until(
         ec.presence_of_element_located((By.CSS_SELECTOR, "section.answer")))
 
