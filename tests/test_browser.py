@@ -121,3 +121,44 @@ def test_script_in_the_question_is_shown_literally(driver: Any, server_url: str)
     assert driver.find_element(By.ID, "q").get_attribute("value") == attack
     assert attack in driver.find_element(By.TAG_NAME, "title").get_attribute("textContent")
     assert driver.execute_script("return document.scripts.length") == 0
+
+
+@pytest.fixture(scope="module")
+def hostile_url(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iterator[str]:
+    """A server over a corpus holding a document whose text contains a script tag."""
+    import shutil
+
+    from conftest import TINY, make_settings
+    from werkzeug.serving import make_server
+
+    root = tmp_path_factory.mktemp("hostile")
+    shutil.copytree(TINY, root / "corpus")
+    (root / "corpus" / "hostile-note.txt").write_text(
+        "A note on the Tuul river.\n\nThe Tuul river report says <script>window.__doc_xss=1"
+        "</script> and <img src=x onerror=\"window.__img_xss=1\"> in its appendix.\n")
+    settings = make_settings(root / "corpus", root / "index", encoder="torch")
+    service = QAService(settings, embedder=embedder)
+    service.index()
+    server = make_server("127.0.0.1", 0, create_app(settings, service), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_script_inside_a_document_is_shown_never_run(driver: Any, hostile_url: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    ask(driver, hostile_url, "What does the Tuul river report say in its appendix?")
+    page = driver.find_element(By.TAG_NAME, "body").text
+    assert "<script>window.__doc_xss=1</script>" in page
+    driver.get(hostile_url + "/documents/hostile-note")
+    assert "<script>window.__doc_xss=1</script>" in driver.find_element(By.TAG_NAME, "body").text
+    for name in ("__doc_xss", "__img_xss"):
+        assert driver.execute_script(f"return window.{name} === undefined") is True
+    assert driver.execute_script("return document.scripts.length") == 0
+    assert driver.execute_script("return document.images.length") == 0

@@ -1,0 +1,64 @@
+"""Security of what the server sends: headers, no version banner from gunicorn."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import PROJECT
+
+from qa.config import Settings
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_gunicorn_sends_security_headers_and_no_version(built_tiny: Settings) -> None:
+    port = _free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "QA_ENCODER": "torch",
+           "QA_INDEX_DIR": str(built_tiny.index_dir), "QA_CORPUS_DIR": str(built_tiny.corpus_dir)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qa.cli", "serve", "--workers", "1", "--no-build", "--host",
+         "127.0.0.1", "--port", str(port)], env=env, cwd=PROJECT, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        headers: dict[str, str] = {}
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            with contextlib.suppress(OSError):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn.request("GET", "/api/v1/documents")
+                response = conn.getresponse()
+                response.read()
+                headers = {k.lower(): v for k, v in response.getheaders()}
+                conn.close()
+                if response.status == 200:
+                    break
+            time.sleep(0.3)
+        assert headers, "server did not answer"
+        server = headers.get("server", "")
+        assert "gunicorn" not in server.lower()
+        assert not any(ch.isdigit() for ch in server)
+        csp = headers["content-security-policy"]
+        assert "script-src 'none'" in csp and "frame-ancestors 'none'" in csp
+        assert "unsafe-inline" not in csp
+        assert headers["x-content-type-options"] == "nosniff"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)
