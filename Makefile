@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help install install-test browser serve index test lint bench clean
+.PHONY: help install install-test browser serve index test lint bench audit clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -58,6 +58,12 @@ bench: install-test ## Run the benchmarks (figures go to bench/RESULTS.md by han
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/scale.py
+
+audit: install-test ## Check installed dependencies against known vulnerabilities (pip-audit)
+	$(BIN)/pip install --quiet pip-audit
+	# The vulnerability services must be reachable; where they are not, say so and go on.
+	$(BIN)/pip-audit --progress-spinner off --skip-editable --desc off 2>&1 | grep -v "could not be audited" \
+	  || echo "pip-audit could not complete: no vulnerability database reachable from here"
 
 clean: ## Remove the venv and built indexes
 	rm -rf $(VENV) index/builds index/cache index/CURRENT
