@@ -1,0 +1,205 @@
+"""Index scale: build time, memory, load time, search latency and recall of FAISS index types on
+synthetic passages, with BM25 (SQLite FTS5) and fused hybrid retrieval over the same rows.
+
+Vectors are 384-d unit vectors around 1,000 seeded gaussian cluster centres (like sentence
+embeddings, which are far from uniform); text is drawn from a Zipf-distributed vocabulary.
+Recall@10 is measured against exact inner-product search.
+
+    python bench/scale.py --sizes 100000,1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import resource
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import faiss
+import numpy as np
+from common import machine, percentile, table
+
+CLUSTERS = 1000
+VOCAB = 20_000
+
+
+def vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((CLUSTERS, dim)).astype(np.float32)
+    out = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, 100_000):
+        size = min(100_000, n - start)
+        block = centres[rng.integers(0, CLUSTERS, size)] + 0.6 * rng.standard_normal(
+            (size, dim)).astype(np.float32)
+        out[start:start + size] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out
+
+
+def queries(base: np.ndarray, count: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    picked = base[rng.integers(0, len(base), count)]
+    noisy = picked + 0.3 * rng.standard_normal(picked.shape).astype(np.float32) / np.sqrt(
+        base.shape[1])
+    return (noisy / np.linalg.norm(noisy, axis=1, keepdims=True)).astype(np.float32)
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_search(index: Any, qs: np.ndarray, k: int = 10) -> tuple[list[float], np.ndarray]:
+    """One query at a time on one thread, as a server worker runs them."""
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    times, found = [], []
+    for q in qs:
+        started = time.perf_counter()
+        _, ids = index.search(q.reshape(1, -1), k)
+        times.append((time.perf_counter() - started) * 1000)
+        found.append(ids[0])
+    faiss.omp_set_num_threads(threads)
+    return times, np.array(found)
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)]))
+
+
+def build_fts(path: Path, n: int, seed: int = 2) -> sqlite3.Connection:
+    rng = np.random.default_rng(seed)
+    words = np.array([f"w{i}" for i in range(VOCAB)])
+    ranks = np.arange(1, VOCAB + 1)
+    p = (1 / ranks) / (1 / ranks).sum()
+    db = sqlite3.connect(path)
+    db.execute("CREATE VIRTUAL TABLE t USING fts5(text, tokenize='porter unicode61')")
+    for start in range(0, n, 50_000):
+        size = min(50_000, n - start)
+        picks = rng.choice(VOCAB, size=(size, 60), p=p)
+        db.executemany("INSERT INTO t(rowid, text) VALUES (?, ?)",
+                       ((start + i, " ".join(words[row])) for i, row in enumerate(picks)))
+        db.commit()
+    return db
+
+
+def fts_queries(count: int, seed: int = 3) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" OR ".join(f'"w{w}"' for w in rng.integers(50, 5000, rng.integers(3, 6)))
+            for _ in range(count)]
+
+
+def hybrid(index: Any, db: sqlite3.Connection, q: np.ndarray, match: str) -> list[int]:
+    _, ids = index.search(q.reshape(1, -1), 50)
+    lexical = [r[0] for r in db.execute(
+        "SELECT rowid FROM t WHERE t MATCH ? ORDER BY bm25(t) LIMIT 50", (match,))]
+    fused: dict[int, float] = {}
+    for ranked in (ids[0].tolist(), lexical):
+        for rank, rowid in enumerate(ranked, 1):
+            fused[rowid] = fused.get(rowid, 0.0) + 1 / (60 + rank)
+    return sorted(fused, key=lambda r: -fused[r])[:10]
+
+
+def run_size(n: int, dim: int, n_queries: int, work: Path) -> list[tuple[Any, ...]]:
+    base = vectors(n, dim)
+    qs = queries(base, n_queries)
+    exact = faiss.IndexFlatIP(dim)
+    exact.add(base)
+    _, truth = exact.search(qs, 10)
+    rows = []
+    candidates: list[tuple[str, Any]] = [("flat", None)]
+    candidates += [("hnsw32", ef) for ef in (64, 128)]
+    hnsw = None
+    for kind, ef in candidates:
+        gc.collect()
+        before = rss_mb()
+        started = time.perf_counter()
+        if kind == "flat":
+            index: Any = faiss.IndexFlatIP(dim)
+            index.add(base)
+        else:
+            if hnsw is None:
+                hnsw = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+                hnsw.hnsw.efConstruction = 80
+                hnsw.add(base)
+            index = hnsw
+            index.hnsw.efSearch = ef
+        build_s = time.perf_counter() - started if kind == "flat" or ef == 64 else float("nan")
+        path = work / f"{kind}-{n}.faiss"
+        if not path.exists():
+            faiss.write_index(index, str(path))
+        started = time.perf_counter()
+        loaded = faiss.read_index(str(path))
+        load_s = time.perf_counter() - started
+        try:
+            started = time.perf_counter()
+            mapped = faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
+            mmap_s = f"{time.perf_counter() - started:.2f}"
+            del mapped
+        except RuntimeError:
+            mmap_s = "unsupported"
+        del loaded
+        if kind != "flat":
+            index.hnsw.efSearch = ef
+        times, found = time_search(index, qs)
+        rows.append((f"{n:,}", f"{kind}" + (f" ef={ef}" if ef else ""), build_s, load_s, mmap_s,
+                     path.stat().st_size / 2**20, percentile(times, 50), percentile(times, 95),
+                     recall(found, truth), rss_mb() - before))
+    db = build_fts(work / f"fts-{n}.sqlite", n)
+    matches = fts_queries(n_queries)
+    fts_times = []
+    for m in matches:
+        started = time.perf_counter()
+        db.execute("SELECT rowid FROM t WHERE t MATCH ? ORDER BY bm25(t) LIMIT 50", (m,)).fetchall()
+        fts_times.append((time.perf_counter() - started) * 1000)
+    assert hnsw is not None
+    hnsw.hnsw.efSearch = 128
+    hybrid_times = []
+    faiss.omp_set_num_threads(1)
+    for q, m in zip(qs, matches, strict=True):
+        started = time.perf_counter()
+        hybrid(hnsw if n >= 200_000 else exact, db, q, m)
+        hybrid_times.append((time.perf_counter() - started) * 1000)
+    db.close()
+    rows.append((f"{n:,}", "FTS5 BM25", "", "", "", (work / f"fts-{n}.sqlite").stat().st_size / 2**20,
+                 percentile(fts_times, 50), percentile(fts_times, 95), "", ""))
+    rows.append((f"{n:,}", "hybrid (dense top-50 + BM25 top-50, RRF)", "", "", "", "",
+                 percentile(hybrid_times, 50), percentile(hybrid_times, 95), "", ""))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100000,1000000", help="comma-separated row counts")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="FAISS threads for building (search is timed one query at a time)")
+    args = parser.parse_args()
+    faiss.omp_set_num_threads(args.threads)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (int(s) for s in args.sizes.split(",")):
+            rows += run_size(n, args.dim, args.queries, Path(tmp))
+            print(f"done {n:,} rows; peak RSS so far {peak_mb():.0f} MB", file=sys.stderr)
+    print(f"\n{machine()}; {args.queries} queries, k=10\n")
+    print(table(["rows", "index", "build s", "load s", "mmap load s", "file MB", "p50 ms",
+                 "p95 ms", "recall@10", "RSS +MB"], rows))
+    print(f"\npeak RSS of the whole run: {peak_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
