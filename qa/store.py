@@ -375,7 +375,7 @@ class IndexReader:
                     raise IndexCorruptError(
                         f"{path} is damaged (checksum mismatch): run `qa index --full`")
         try:
-            self.faiss = faiss.read_index(str(build_dir / FAISS_FILE))
+            self.faiss = _read_faiss(build_dir / FAISS_FILE)
             self.sentence_vectors = np.load(build_dir / SENTENCE_FILE, mmap_mode="r")
         except (RuntimeError, ValueError, OSError) as e:
             raise IndexCorruptError(
@@ -584,6 +584,17 @@ class IndexReader:
     def document_acronyms(self, doc_id: str) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in self.db.execute(
             "SELECT short, long FROM acronyms WHERE doc_id = ?", (doc_id,))]
+
+
+def _read_faiss(path: Path) -> Any:
+    """Memory-map the index where FAISS supports it for the type (flat, HNSW): loading is then
+    nearly instant and worker processes share the pages; otherwise read it into memory."""
+    import faiss
+
+    try:
+        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
+    except RuntimeError:
+        return faiss.read_index(str(path))
 
 
 def open_current(index_dir: Path, verify: bool = True) -> IndexReader:
