@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Iterator
@@ -20,12 +21,12 @@ JWC = "How many members does the Joint Water Commission have?"
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(scope="module")
-def server_url(tiny_service: QAService) -> Iterator[str]:
+@contextlib.contextmanager
+def serving(service: QAService) -> Iterator[str]:
+    """The app over ``service`` on a free 127.0.0.1 port, in a thread; yields its base URL."""
     from werkzeug.serving import make_server
 
-    app = create_app(tiny_service.settings, tiny_service)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server = make_server("127.0.0.1", 0, create_app(service.settings, service), threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="browser-server", daemon=True)
     thread.start()
     try:
@@ -34,6 +35,12 @@ def server_url(tiny_service: QAService) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server_url(tiny_service: QAService) -> Iterator[str]:
+    with serving(tiny_service) as url:
+        yield url
 
 
 @pytest.fixture
@@ -129,7 +136,6 @@ def hostile_url(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iter
     import shutil
 
     from conftest import TINY, make_settings
-    from werkzeug.serving import make_server
 
     root = tmp_path_factory.mktemp("hostile")
     shutil.copytree(TINY, root / "corpus")
@@ -139,15 +145,8 @@ def hostile_url(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iter
     settings = make_settings(root / "corpus", root / "index", encoder="torch")
     service = QAService(settings, embedder=embedder)
     service.index()
-    server = make_server("127.0.0.1", 0, create_app(settings, service), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serving(service) as url:
+        yield url
 
 
 def test_script_inside_a_document_is_shown_never_run(driver: Any, hostile_url: str) -> None:
