@@ -51,7 +51,7 @@ def embedded_texts(index_dir: Path) -> list[str]:
 
 
 def measure_corpus(name: str, corpus: Path, embedder: Embedder, work: Path) -> dict[str, Any]:
-    index = work / f"{name}-index"
+    index = work / f"{corpus.name}-index"
     settings = Settings.load({"corpus_dir": corpus, "index_dir": index, "encoder": "torch"},
                              environ={})
     started = time.perf_counter()
@@ -173,19 +173,19 @@ def main() -> None:
         bundled = work / "bundled"
         shutil.copytree(PROJECT / "corpus", bundled)
         results = [measure_corpus("bundled corpus", bundled, embedder, work)]
-        if args.squad.is_file():
+        if args.squad.is_file() and args.squad_limit > 0:
             corpus = squad_corpus(args.squad, args.squad_limit, work / "squad")
             results.append(measure_corpus(f"SQuAD dev ({args.squad_limit} paragraphs)", corpus,
                                           embedder, work))
+        print(f"\n{machine()}\n")
+        print(table(["corpus", "docs", "chunks", "texts embedded", "full build s",
+                     "bare encode s", "pipeline vs bare", "no-op s (in-process)", "no-op s (CLI)",
+                     "added doc: embedded / its chunks"],
+                    [(r["name"], r["documents"], r["chunks"], r["texts"], r["full_s"], r["bare_s"],
+                      f"{100 * r['share']:.0f}%", r["noop_s"], r["noop_cli_s"],
+                      f"{r['added_embedded']} / {r['added_chunks']}") for r in results]),
+              flush=True)
         encoders = [] if args.skip_encoders else compare_encoders(work / "bundled-index", work)
-
-    print(f"\n{machine()}\n")
-    print(table(["corpus", "docs", "chunks", "texts embedded", "full build s", "bare encode s",
-                 "pipeline vs bare", "no-op s (in-process)", "no-op s (CLI)",
-                 "added doc: embedded / its chunks"],
-                [(r["name"], r["documents"], r["chunks"], r["texts"], r["full_s"], r["bare_s"],
-                  f"{100 * r['share']:.0f}%", r["noop_s"], r["noop_cli_s"],
-                  f"{r['added_embedded']} / {r['added_chunks']}") for r in results]))
     if encoders:
         print("\nEncoders on the bundled corpus's chunk texts (batch 32, all cores):\n")
         print(table(["encoder", "texts/s", "cosine vs torch (mean)", "min", "dense hit@5 (gold)"],
