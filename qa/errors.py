@@ -78,3 +78,34 @@ class CitationMismatchError(QAError):
 
     code = "citation_mismatch"
     http_status = 500
+
+
+# Errors of the HTTP edge: the same hierarchy, so one handler translates every error.
+class BadRequestError(QAError):
+    code = "bad_request"
+    http_status = 400
+
+
+class NotFoundError(QAError):
+    code = "not_found"
+    http_status = 404
+
+
+class UnauthorizedError(QAError):
+    code = "unauthorized"
+    http_status = 401
+
+
+class ConflictError(QAError):
+    code = "conflict"
+    http_status = 409
+
+
+class TooLargeError(QAError):
+    code = "too_large"
+    http_status = 413
+
+
+class UnsupportedMediaError(QAError):
+    code = "unsupported_media_type"
+    http_status = 415

@@ -8,19 +8,15 @@ faiss, torch or sqlite3, never builds SQL and never ranks.
 
 from __future__ import annotations
 
-import codecs
 import hmac
 import itertools
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from flask import (
     Blueprint,
@@ -34,21 +30,26 @@ from flask import (
     url_for,
 )
 from werkzeug.exceptions import HTTPException
-from werkzeug.utils import secure_filename
 
 from qa import openapi
 from qa.config import PROJECT_ROOT, Settings
-from qa.corpus import IGNORED_NAMES, META_SUFFIX, SUPPORTED_SUFFIXES
-from qa.errors import QAError
+from qa.errors import (
+    BadRequestError,
+    NotFoundError,
+    QAError,
+    TooLargeError,
+    UnauthorizedError,
+    UnsupportedMediaError,
+)
 from qa.jobs import JobRegistry
 from qa.ratelimit import RateLimiter
 from qa.service import QAService
+from qa.uploads import clean_upload_name, save_upload
 
 log = logging.getLogger(__name__)
 
 JSON_BODY_LIMIT = 64 * 1024
 MULTIPART_OVERHEAD = 64 * 1024  # headers and boundaries around an uploaded file
-MAX_NAME_CHARS = 100
 MODES = ("hybrid", "dense", "lexical")
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'none'; object-src 'none'; "
@@ -67,37 +68,6 @@ HTTP_CODES = {
     405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
     422: "unprocessable", 429: "rate_limited", 500: "internal_error", 503: "unavailable",
 }
-
-
-# -- errors of the web edge (the same hierarchy as the core, so one handler covers both) ---------
-class BadRequestError(QAError):
-    code = "bad_request"
-    http_status = 400
-
-
-class NotFoundError(QAError):
-    code = "not_found"
-    http_status = 404
-
-
-class UnauthorizedError(QAError):
-    code = "unauthorized"
-    http_status = 401
-
-
-class ConflictError(QAError):
-    code = "conflict"
-    http_status = 409
-
-
-class TooLargeError(QAError):
-    code = "too_large"
-    http_status = 413
-
-
-class UnsupportedMediaError(QAError):
-    code = "unsupported_media_type"
-    http_status = 415
 
 
 class RateLimitedError(QAError):
@@ -512,83 +482,3 @@ def _require_admin() -> Settings:
             token.strip().encode(), settings.admin_token.encode()):
         raise UnauthorizedError("a valid 'Authorization: Bearer <token>' header is required")
     return settings
-
-
-# -- uploads -----------------------------------------------------------------------------------
-def clean_upload_name(filename: str) -> str:
-    """A safe file name for the corpus directory, or BadRequestError / UnsupportedMediaError."""
-    if "\x00" in filename:
-        raise BadRequestError("file name contains a NUL byte")
-    if filename.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", filename):
-        raise BadRequestError("file name must not be an absolute path")
-    if ".." in re.split(r"[/\\]", filename):
-        raise BadRequestError("file name must not contain '..'")
-    name = secure_filename(filename)
-    suffix = Path(name).suffix.lower()
-    if not name or name.startswith(".") or not Path(name).stem:
-        raise BadRequestError(f"file name {filename[:120]!r} is empty once made safe")
-    if suffix not in SUPPORTED_SUFFIXES:
-        raise UnsupportedMediaError(
-            f"unsupported file type {suffix or '(none)'!r}; use {', '.join(SUPPORTED_SUFFIXES)}")
-    if len(name) > MAX_NAME_CHARS:
-        name = name[:MAX_NAME_CHARS - len(suffix)].rstrip("._-") + suffix
-    if name in IGNORED_NAMES or name.endswith(META_SUFFIX):
-        raise BadRequestError(f"{name!r} is reserved in the corpus directory")
-    return name
-
-
-def save_upload(stream: IO[bytes], corpus_dir: Path, name: str, max_bytes: int,
-                replace: bool) -> tuple[int, bool]:
-    """Copy ``stream`` to ``corpus_dir/name`` through a hidden temp file (the corpus scanner
-    skips dot files) so an interrupted upload never leaves half a document. Returns the size and
-    whether an existing file was replaced."""
-    target = corpus_dir / name
-    if target.exists() and not replace:
-        raise ConflictError(f"{name} already exists in the corpus; pass replace=true")
-    corpus_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=corpus_dir, prefix=".upload-", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            size = _copy_checked(stream, out, Path(name).suffix.lower(), max_bytes)
-            out.flush()
-            os.fsync(out.fileno())
-        existed = target.exists()
-        if replace:
-            os.replace(tmp, target)
-        else:
-            try:
-                os.link(tmp, target)  # fails if the name appeared meanwhile: never clobber
-            except FileExistsError as e:
-                raise ConflictError(f"{name} already exists in the corpus; pass "
-                                    "replace=true") from e
-        return size, existed and replace
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _copy_checked(stream: IO[bytes], out: IO[bytes], suffix: str, max_bytes: int) -> int:
-    decoder = codecs.getincrementaldecoder("utf-8")() if suffix != ".pdf" else None
-    size, head = 0, b""
-    while chunk := stream.read(1 << 16):
-        size += len(chunk)
-        if size > max_bytes:
-            raise TooLargeError(f"uploads are limited to {max_bytes} bytes")
-        if len(head) < 5:
-            head += chunk[:5]
-        if decoder is not None:
-            try:
-                decoder.decode(chunk)
-            except UnicodeDecodeError as e:
-                raise BadRequestError("text file is not valid UTF-8") from e
-        out.write(chunk)
-    if size == 0:
-        raise BadRequestError("the uploaded file is empty")
-    if decoder is not None:
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError as e:
-            raise BadRequestError("text file is not valid UTF-8 (truncated sequence)") from e
-    if suffix == ".pdf" and not head.startswith(b"%PDF-"):
-        raise BadRequestError("not a PDF file: it does not start with %PDF-")
-    return size

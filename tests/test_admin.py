@@ -16,7 +16,8 @@ from qa import openapi
 from qa.config import Settings
 from qa.jobs import JobRegistry, JobRunningError
 from qa.service import QAService
-from qa.web import clean_upload_name, create_app
+from qa.uploads import clean_upload_name
+from qa.web import create_app
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -23,10 +23,11 @@ from werkzeug.serving import make_server
 from qa import store
 from qa.config import Settings
 from qa.embedding import Embedder
-from qa.errors import IndexCorruptError
+from qa.errors import IndexCorruptError, TooLargeError
 from qa.indexing import build_index
 from qa.service import QAService
-from qa.web import TooLargeError, create_app, save_upload
+from qa.uploads import save_upload
+from qa.web import create_app
 
 QUESTION = "How many members does the Joint Water Commission have?"
 
