@@ -39,6 +39,10 @@ DB_FILE = "chunks.sqlite"
 MANIFEST_FILE = "manifest.json"
 KEEP_BUILDS = 3
 HNSW_THRESHOLD = 200_000
+# Sentence-level search is an exact scan of the memory-mapped sentence vectors, which grows with
+# the corpus; past this many sentences it is skipped and the first stage uses chunk vectors and
+# BM25 alone (sentence evidence for reranking still reads only the candidates' sentences).
+SENTENCE_SEARCH_LIMIT = 200_000
 CONTEXT_WEIGHT = 0.5  # BM25 weight of the title/authors/section column against the chunk text
 
 SCHEMA = """
@@ -466,7 +470,7 @@ class IndexReader:
         """Top ``k`` (chunk FAISS id, similarity of its best sentence), by exact search over the
         sentence vectors; each chunk once. ``allowed`` restricts the chunk ids."""
         n = self.sentence_vectors.shape[0]
-        if n == 0 or k <= 0:
+        if n == 0 or k <= 0 or n > SENTENCE_SEARCH_LIMIT:
             return []
         q = np.asarray(query, dtype=np.float32).reshape(-1)
         sims = np.asarray(self.sentence_vectors @ q)
