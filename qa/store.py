@@ -537,12 +537,6 @@ class IndexReader:
                                list(terms))
         return {str(r[0]): int(r[1]) for r in rows}
 
-    def sentences_within(self, doc_id: str, start: int, end: int) -> list[tuple[int, int, int]]:
-        rows = self.db.execute(
-            'SELECT rowid, start, "end" FROM sentences WHERE doc_id = ? AND start >= ? '
-            'AND "end" <= ? ORDER BY start', (doc_id, start, end))
-        return [(int(r[0]), int(r[1]), int(r[2])) for r in rows]
-
     def acronyms(self) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in self.db.execute(
             "SELECT DISTINCT short, long FROM acronyms ORDER BY short")]
