@@ -119,6 +119,22 @@ def rss_mb(pids: Sequence[int]) -> float:
     return total / 1024
 
 
+def memory_mb(pids: Sequence[int]) -> dict[str, float]:
+    """Summed RSS, PSS and private (unshared) memory of processes, from smaps_rollup.
+
+    RSS counts a shared memory-mapped file once per process that maps it; PSS splits shared
+    pages between their processes, so the PSS sum is what the processes together occupy."""
+    fields = {"Rss:": "rss", "Pss:": "pss", "Private_Clean:": "private", "Private_Dirty:": "private"}
+    total = dict.fromkeys(("rss", "pss", "private"), 0)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                parts = line.split()
+                if parts and parts[0] in fields:
+                    total[fields[parts[0]]] += int(parts[1])
+    return {k: v / 1024 for k, v in total.items()}
+
+
 def children(pid: int) -> list[int]:
     out = []
     for task in Path(f"/proc/{pid}/task").glob("*"):

@@ -2,8 +2,10 @@
 
 Writes a real build (the same `store.BuildWriter` the indexer uses: SQLite rows and FTS5, FAISS
 index chosen by size, sentence vectors, manifest with checksums) of N synthetic chunks, starts
-`qa serve --workers 2` on it, asks the gold questions, and reports the time to ready and the
-resident memory of the master and workers.
+`qa serve --workers 2` on it, asks the gold questions, and reports the load time (with the
+load-time checks and with the full `qa verify` hash), the time to ready, and the memory of the
+master and workers: RSS, PSS (shared pages split between processes; the PSS sum is what the
+server occupies) and private memory.
 
     python bench/serve_memory.py --chunks 1000000
 """
@@ -19,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
-from common import children, env_for, gold_questions, machine, request, rss_mb, served
+from common import children, env_for, gold_questions, machine, memory_mb, request, served
 from scale import vectors
 
 from qa import store
@@ -76,21 +78,29 @@ def main() -> None:
         reader = store.open_current(index)
         load_s = time.perf_counter() - t0
         reader.close()
+        t0 = time.perf_counter()
+        store.open_current(index, verify="full").close()
+        full_s = time.perf_counter() - t0
         started = time.perf_counter()
         with served(env_for(index), workers=args.workers, ready_timeout=600) as (port, proc):
             ready_s = time.perf_counter() - started
             pids = [proc.pid, *children(proc.pid)]
-            idle = rss_mb(pids)
+            idle = memory_mb(pids)
             errors = 0
             for q in gold_questions():
                 status, _ = request(port, "POST", "/api/v1/answer", {"question": q})
                 errors += status != 200
-            busy = rss_mb([proc.pid, *children(proc.pid)])
+            busy = memory_mb([proc.pid, *children(proc.pid)])
+            master = memory_mb([proc.pid])
     print(f"\n{machine()}\n")
     print(f"{args.chunks:,} chunks, index type {kind}: build {build_s:.0f} s; IndexReader load "
-          f"(checksums verified) {load_s:.1f} s; qa serve --workers {args.workers} ready in "
-          f"{ready_s:.1f} s; RSS master + workers: {idle:.0f} MB at ready, {busy:.0f} MB after "
-          f"{len(gold_questions())} answers ({errors} errors)")
+          f"{load_s:.2f} s (load-time checks), {full_s:.1f} s (full hash, as `qa verify`); "
+          f"qa serve --workers {args.workers} ready in {ready_s:.1f} s; "
+          f"{len(gold_questions())} answers, {errors} errors")
+    print("memory of master + workers (MB): " + "; ".join(
+        f"{when}: RSS {m['rss']:.0f}, PSS {m['pss']:.0f}, private {m['private']:.0f}"
+        for when, m in (("at ready", idle), ("after answers", busy))) +
+        f"; master alone after answers: PSS {master['pss']:.0f}")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,13 @@ HNSW_THRESHOLD = 200_000
 # the corpus; past this many sentences it is skipped and the first stage uses chunk vectors and
 # BM25 alone (sentence evidence for reranking still reads only the candidates' sentences).
 SENTENCE_SEARCH_LIMIT = 200_000
+# Loading a build checks every file against the manifest. Files up to this size are hashed
+# whole; larger ones (the vectors of a big index) are checked by size and a sampled digest so
+# that loading stays fast, and are hashed whole at publish time and by `qa verify`.
+FULL_CHECK_BYTES = 64 << 20
+SAMPLE_BLOCKS = 256
+SAMPLE_BLOCK_BYTES = 4096
+SAMPLE_EDGE_BYTES = 1 << 20
 CONTEXT_WEIGHT = 0.5  # BM25 weight of the title/authors/section column against the chunk text
 
 SCHEMA = """
@@ -316,11 +323,14 @@ class BuildWriter:
                        "sentences": int(sentence_vectors.shape[0])},
             "files": {name: _sha256(self.tmp / name)
                       for name in (FAISS_FILE, SENTENCE_FILE, DB_FILE)},
+            "samples": {name: {"size": (self.tmp / name).stat().st_size,
+                               "sha256": _sampled_sha256(self.tmp / name)}
+                        for name in (FAISS_FILE, SENTENCE_FILE, DB_FILE)},
         }
         (self.tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         for name in (FAISS_FILE, SENTENCE_FILE, DB_FILE, MANIFEST_FILE):
             _fsync(self.tmp / name)
-        IndexReader(self.tmp).close()  # verify: checksums, counts, dimensions
+        IndexReader(self.tmp, verify="full").close()  # checksums, counts, dimensions
         final = self.layout.build_dir(self.version)
         os.replace(self.tmp, final)
         _fsync_dir(self.layout.builds)
@@ -361,23 +371,47 @@ def write_faiss(path: Path, vectors: np.ndarray) -> str:
 # --------------------------------------------------------------------------------------------
 # Reading a published build
 # --------------------------------------------------------------------------------------------
-class IndexReader:
-    """A loaded build: FAISS and sentence vectors in memory, SQLite opened read-only per thread."""
+def verify_build(build_dir: Path, manifest: dict[str, Any], full: bool = False) -> None:
+    """Check a build's files against its manifest; raise IndexCorruptError naming the first bad one.
 
-    def __init__(self, build_dir: Path, verify: bool = True) -> None:
+    With ``full`` every file is hashed whole. Otherwise files up to FULL_CHECK_BYTES are hashed
+    whole and larger ones are checked by exact size and a digest of sampled blocks (first and last
+    MiB plus evenly spaced 4 KiB blocks): that catches truncation, a damaged header and most
+    overwrites in milliseconds; `qa verify` does the full check.
+    """
+    samples = manifest.get("samples", {})
+    for name, digest in manifest.get("files", {}).items():
+        path = build_dir / name
+        if not path.is_file():
+            raise IndexCorruptError(f"{path} is missing: run `qa index --full`")
+        sample = samples.get(name)
+        size = path.stat().st_size
+        if sample and size != sample.get("size"):
+            raise IndexCorruptError(
+                f"{path} is damaged ({size} bytes, manifest says {sample.get('size')}): "
+                "run `qa index --full`")
+        if full or not sample or size <= FULL_CHECK_BYTES:
+            ok = _sha256(path) == digest
+        else:
+            ok = _sampled_sha256(path) == sample.get("sha256")
+        if not ok:
+            raise IndexCorruptError(f"{path} is damaged (checksum mismatch): run `qa index --full`")
+
+
+class IndexReader:
+    """A loaded build: FAISS memory-mapped where possible, SQLite opened read-only per thread.
+
+    ``verify`` is "full" (hash every file whole), True/"auto" (see ``verify_build``) or False.
+    """
+
+    def __init__(self, build_dir: Path, verify: bool | str = True) -> None:
         import faiss
 
         self.dir = build_dir
         self.manifest = read_manifest(build_dir)
         self.version = str(self.manifest.get("version", build_dir.name))
         if verify:
-            for name, digest in self.manifest.get("files", {}).items():
-                path = build_dir / name
-                if not path.is_file():
-                    raise IndexCorruptError(f"{path} is missing: run `qa index --full`")
-                if _sha256(path) != digest:
-                    raise IndexCorruptError(
-                        f"{path} is damaged (checksum mismatch): run `qa index --full`")
+            verify_build(build_dir, self.manifest, full=verify == "full")
         try:
             self.faiss = _read_faiss(build_dir / FAISS_FILE)
             self.sentence_vectors = np.load(build_dir / SENTENCE_FILE, mmap_mode="r")
@@ -585,17 +619,20 @@ class IndexReader:
 
 
 def _read_faiss(path: Path) -> Any:
-    """Memory-map the index where FAISS supports it for the type (flat, HNSW): loading is then
-    nearly instant and worker processes share the pages; otherwise read it into memory."""
+    """Memory-map the vectors where FAISS allows: IO_FLAG_MMAP_IFC maps the codes of flat
+    storage, for IndexFlat and for the storage of IndexHNSWFlat, so loading reads only the HNSW
+    graph and worker processes share one copy of the vectors in the page cache. Older FAISS
+    versions fall back to IO_FLAG_MMAP, then to reading the file into memory."""
     import faiss
 
-    try:
-        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
-    except RuntimeError:
-        return faiss.read_index(str(path))
+    for flag in ("IO_FLAG_MMAP_IFC", "IO_FLAG_MMAP"):
+        if hasattr(faiss, flag):
+            with contextlib.suppress(RuntimeError):
+                return faiss.read_index(str(path), getattr(faiss, flag))
+    return faiss.read_index(str(path))
 
 
-def open_current(index_dir: Path, verify: bool = True) -> IndexReader:
+def open_current(index_dir: Path, verify: bool | str = True) -> IndexReader:
     layout = Layout(index_dir)
     version = layout.current_version()
     if version is None:
@@ -621,6 +658,22 @@ def _sha256(path: Path) -> str:
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def _sampled_sha256(path: Path) -> str:
+    """sha256 of the size, the first and last MiB and SAMPLE_BLOCKS evenly spaced blocks."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        offsets = [0, max(0, size - SAMPLE_EDGE_BYTES)]
+        lengths = [SAMPLE_EDGE_BYTES, SAMPLE_EDGE_BYTES]
+        step = max(1, size // SAMPLE_BLOCKS)
+        offsets += range(0, size, step)
+        lengths += [SAMPLE_BLOCK_BYTES] * (len(offsets) - 2)
+        for offset, length in zip(offsets, lengths, strict=True):
+            fh.seek(offset)
+            digest.update(fh.read(length))
     return digest.hexdigest()
 
 

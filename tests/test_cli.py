@@ -18,7 +18,7 @@ from qa.cli import cli, main
 from qa.config import Settings
 from qa.embedding import Embedder
 
-COMMANDS = ["index", "search", "ask", "eval", "serve", "settings"]
+COMMANDS = ["index", "verify", "search", "ask", "eval", "serve", "settings"]
 FACTS = [
     ("How many members does the Joint Water Commission have?", "lake-baikal-accord",
      "nine members"),
@@ -282,3 +282,18 @@ def test_ask_unknown_document_exits_2(capsys: pytest.CaptureFixture[str], built_
                            str(built_tiny.index_dir), "--encoder", "torch")
     assert status == 2
     _assert_one_error_line(err, "no-such-doc")
+
+
+def test_verify_reports_intact_then_names_the_damaged_file(
+        capsys: pytest.CaptureFixture[str], built_tiny: Settings, tmp_path: Path) -> None:
+    shutil.copytree(built_tiny.index_dir, tmp_path / "index")
+    result = _invoke("verify", "--index-dir", str(tmp_path / "index"))
+    assert result.exit_code == 0 and "is intact (3 documents" in result.output
+    version = store.Layout(tmp_path / "index").current_version()
+    damaged = tmp_path / "index" / "builds" / str(version) / "sentences.npy"
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    damaged.write_bytes(bytes(data))
+    status, _, err = _main(capsys, "verify", "--index-dir", str(tmp_path / "index"))
+    assert status == 2
+    _assert_one_error_line(err, str(damaged), "checksum")

@@ -196,6 +196,66 @@ def test_flipped_byte_in_sqlite_is_detected(built: Settings) -> None:
         store.open_current(built.index_dir)
 
 
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_large_files_are_checked_by_samples_at_load(built: Settings,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above FULL_CHECK_BYTES a load reads sampled blocks, not the whole file."""
+    monkeypatch.setattr(store, "FULL_CHECK_BYTES", 0)
+    hashed: list[Path] = []
+    whole = store._sha256
+    monkeypatch.setattr(store, "_sha256", lambda path: hashed.append(path) or whole(path))
+    store.open_current(built.index_dir).close()
+    assert hashed == []
+    path = _current_dir(built) / "vectors.faiss"
+    _flip(path, 10)  # inside the sampled header
+    with pytest.raises(IndexCorruptError, match=r"vectors\.faiss.*checksum"):
+        store.open_current(built.index_dir)
+
+
+def test_truncation_of_a_large_file_is_caught_by_size(built: Settings,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store, "FULL_CHECK_BYTES", 0)
+    path = _current_dir(built) / "sentences.npy"
+    path.write_bytes(path.read_bytes()[:-4])
+    with pytest.raises(IndexCorruptError, match=r"sentences\.npy is damaged \(\d+ bytes"):
+        store.open_current(built.index_dir)
+
+
+def test_full_verification_hashes_every_byte(built: Settings,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A byte between the sampled blocks passes the quick check but not verify="full"."""
+    monkeypatch.setattr(store, "FULL_CHECK_BYTES", 0)
+    monkeypatch.setattr(store, "SAMPLE_BLOCKS", 2)
+    monkeypatch.setattr(store, "SAMPLE_BLOCK_BYTES", 1)
+    monkeypatch.setattr(store, "SAMPLE_EDGE_BYTES", 1)
+    build = _current_dir(built)
+    manifest = json.loads((build / "manifest.json").read_text())
+    manifest["samples"] = {name: {"size": (build / name).stat().st_size,
+                                  "sha256": store._sampled_sha256(build / name)}
+                           for name in manifest["files"]}
+    (build / "manifest.json").write_text(json.dumps(manifest))
+    path = build / "chunks.sqlite"
+    _flip(path, 3 * path.stat().st_size // 4 + 7)
+    store.open_current(built.index_dir).close()
+    with pytest.raises(IndexCorruptError, match=r"chunks\.sqlite.*checksum"):
+        store.open_current(built.index_dir, verify="full")
+
+
+def test_vectors_are_memory_mapped_not_copied(built_tiny: Settings) -> None:
+    reader = store.open_current(built_tiny.index_dir)
+    try:
+        maps = Path("/proc/self/maps").read_text()
+        assert str(reader.dir / "vectors.faiss") in maps
+        assert str(reader.dir / "sentences.npy") in maps
+    finally:
+        reader.close()
+
+
 def test_broken_manifest_is_detected(built: Settings) -> None:
     path = _current_dir(built) / "manifest.json"
     path.write_text(path.read_text()[:-20])
