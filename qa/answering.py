@@ -8,6 +8,7 @@ leaves this module.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -24,6 +25,10 @@ RANK_WEIGHT = 0.1
 ANSWER_TYPE_WEIGHT = 0.15
 SECOND_SENTENCE_RATIO = 0.85
 MIN_SENTENCE_WORDS = 4
+# A sentence ends in terminal punctuation, possibly followed by closing quotes or brackets; a
+# "sentence" that does not (a title, a heading, a table cell, a line cut by extraction) is no answer.
+_ENDS_LIKE_A_SENTENCE = re.compile(r"[.!?;:…][\"'”’)\]]*\s*$")
+_REFERENCE = re.compile(r"https?://|www\.", re.IGNORECASE)  # bibliography entries, links
 
 
 @dataclass(frozen=True)
@@ -77,32 +82,45 @@ def compose_answer(reader: IndexReader, question: str, hits: Sequence[Hit], *,
     wanted = expected_answer_type(question)
     scored: list[tuple[float, int, SentenceEvidence]] = []
     seen: set[int] = set()
+    confidence = 0.0
     for n, hit in enumerate(hits):
         for ev in hit.evidence:
-            # Headings, fragments and the document's own questions are not answers.
-            if (ev.sentence_id in seen or len(ev.text.split()) < MIN_SENTENCE_WORDS
-                    or ev.text.rstrip("\"'”’) ").endswith("?")):
+            if ev.sentence_id in seen or not is_answer_candidate(ev.text):
                 continue
             seen.add(ev.sentence_id)
-            score = (SIMILARITY_WEIGHT * ev.similarity + COVERAGE_WEIGHT * ev.coverage
-                     + RANK_WEIGHT / (1 + n))
+            relevance = SIMILARITY_WEIGHT * ev.similarity + COVERAGE_WEIGHT * ev.coverage
+            confidence = max(confidence, relevance)
+            score = relevance + RANK_WEIGHT / (1 + n)
             if wanted is not None:
                 score += ANSWER_TYPE_WEIGHT * wanted.strength(ev.text)
             scored.append((score, n, ev))
     if not scored:
         return Answer("", True, "the retrieved passages contain no complete sentence", 0.0)
     scored.sort(key=lambda x: -x[0])
-    confidence = scored[0][0]
+    # Confidence is how well the best sentence matches the question in meaning and terms. The
+    # rank and answer-type bonuses choose between sentences but are no evidence of relevance:
+    # an off-topic "who" question still finds sentences with names in them.
     if confidence < threshold:
         return Answer("", True, (
             f"the documents do not seem to answer this (confidence {confidence:.2f} "
             f"below {threshold:.2f}); the nearest passages are listed"), confidence)
     chosen = [scored[0]]
     for item in scored[1:]:
-        if len(chosen) >= max_sentences or item[0] < SECOND_SENTENCE_RATIO * confidence:
+        if len(chosen) >= max_sentences or item[0] < SECOND_SENTENCE_RATIO * scored[0][0]:
             break
         chosen.append(item)
     return _cite(reader, hits, chosen, confidence)
+
+
+def is_answer_candidate(sentence: str) -> bool:
+    """Whether a sentence can be quoted as an answer: a complete statement of at least
+    MIN_SENTENCE_WORDS words. Headings and titles (no terminal punctuation), the document's own
+    questions, and references (links, bibliography entries) are not answers."""
+    text = sentence.strip()
+    return (len(text.split()) >= MIN_SENTENCE_WORDS
+            and bool(_ENDS_LIKE_A_SENTENCE.search(text))
+            and not text.rstrip("\"'”’)] ").endswith("?")
+            and not _REFERENCE.search(text))
 
 
 def _cite(reader: IndexReader, hits: Sequence[Hit],

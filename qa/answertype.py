@@ -1,13 +1,14 @@
 """Expected answer types: what a sentence must contain to answer a question of a given form.
 
 Only the unambiguous forms are recognised: "how many/much X" wants a quantity next to X, "how often"
-a frequency, "how long" a duration, "when / what year" a date. Pure functions, no model.
+a frequency, "how long" a duration, "when / what year" a date, "who" or "which country" a name
+the question does not already contain. Pure functions, no model.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from qa import terms
 
@@ -24,6 +25,11 @@ _DATE = re.compile(r"\b(1[0-9]{3}|20[0-9]{2})s?\b|\b(January|February|March|Apri
                    r"August|September|October|November|December)\b")
 _HOW_MANY = re.compile(r"\bhow (many|much)\b(?:\s+([a-z][a-z'-]*))?")
 _WHEN = re.compile(r"\bwhen\b|\b(what|which) (year|date|month|day|decade)\b|\bin what year\b")
+_WHO = re.compile(r"\bwho(m|se)?\b|\b(which|what) (countr(y|ies)|nations?|states?|organi[sz]ations?|"
+                  r"institut(e|es|ions?)|leaders?|persons?|people|city|cities|president|"
+                  r"minister|scholar|expert|official|bod(y|ies))\b")
+# A capitalised word that does not open the sentence: a name, roughly ("Kazakhstan", "Chen").
+_NAME = re.compile(r"(?<=[^\s.!?]\s)[A-Z][\w'’-]*[a-z][\w'’-]*|\b[A-Z]{2,}\b")
 FOCUS_WINDOW = 3  # words allowed between the number and the counted noun ("26 member states")
 
 
@@ -31,6 +37,7 @@ FOCUS_WINDOW = 3  # words allowed between the number and the counted noun ("26 m
 class AnswerType:
     kind: str
     focus: str | None = None  # stem of the counted noun in "how many X"
+    known: frozenset[str] = field(default=frozenset())  # the question's own words, lower-cased
 
     def strength(self, sentence: str) -> float:
         """1.0 when ``sentence`` holds this type of answer (a quantity of the focus noun), 0.5
@@ -39,6 +46,10 @@ class AnswerType:
             if self.focus is not None and _counts_focus(sentence, self.focus):
                 return 1.0
             return 0.5 if _ANY_NUMBER.search(sentence) else 0.0
+        if self.kind == "name":
+            return 1.0 if any(m.group(0).lower() not in self.known
+                              and m.group(0).lower() not in terms.STOPWORDS
+                              for m in _NAME.finditer(sentence)) else 0.0
         pattern = {"frequency": _FREQUENCY, "duration": _DURATION, "date": _DATE}[self.kind]
         return 1.0 if pattern.search(sentence) else 0.0
 
@@ -56,6 +67,8 @@ def expected_answer_type(question: str) -> AnswerType | None:
         return AnswerType("duration")
     if _WHEN.search(lowered):
         return AnswerType("date")
+    if _WHO.search(lowered):
+        return AnswerType("name", known=frozenset(terms.tokens(question)))
     return None
 
 

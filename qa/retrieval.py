@@ -29,6 +29,7 @@ W_SENTENCE_SIMILARITY = 1.0
 W_BM25 = 0.5
 W_SENTENCE_COVERAGE = 0.5
 EXPAND_DENSE = False
+POOL_PER_RETRIEVER = 10  # every retriever's top 10 reaches the reranker (see _pool)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def search(reader: IndexReader, query: Query, query_vector: np.ndarray, *, k: in
     for weight, ranked in lists:
         for rank, (rowid, _) in enumerate(ranked, 1):
             fused[rowid] = fused.get(rowid, 0.0) + weight / (w.rrf_k + rank)
-    pool = sorted(fused, key=lambda r: (-fused[r], r))[: max(k * 3, 30)]
+    pool = _pool(fused, [ranked for weight, ranked in lists if weight > 0], max(k * 3, 30))
     rows = reader.chunks(pool)
     dense_score = dict(dense)
     if use_dense:
@@ -130,6 +131,22 @@ def search(reader: IndexReader, query: Query, query_vector: np.ndarray, *, k: in
         if len(hits) == k:
             break
     return hits, qterms
+
+
+def _pool(fused: dict[int, float], lists: Sequence[list[tuple[int, float]]],
+          size: int) -> list[int]:
+    """The passages stage two reranks: the best ``size`` by fused rank, plus the top
+    ``POOL_PER_RETRIEVER`` of every retriever. A passage that only one retriever ranks high
+    (BM25 alone on a rare name, or dense alone on a paraphrase) gets little fused credit and
+    would otherwise never reach the reranker that can judge it on its sentences."""
+    pool = sorted(fused, key=lambda r: (-fused[r], r))[:size]
+    taken = set(pool)
+    for ranked in lists:
+        for rowid, _ in ranked[:POOL_PER_RETRIEVER]:
+            if rowid not in taken:
+                taken.add(rowid)
+                pool.append(rowid)
+    return pool
 
 
 def _rerank(pool: list[int], dense: dict[int, float], lexical: dict[int, float],

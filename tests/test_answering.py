@@ -1,0 +1,38 @@
+"""Answer candidates and the reranking pool: pure functions, no model or index."""
+
+from __future__ import annotations
+
+import pytest
+
+from qa.answering import is_answer_candidate
+from qa.retrieval import POOL_PER_RETRIEVER, _pool
+
+
+@pytest.mark.parametrize(("sentence", "expected"), [
+    ("The meeting invited more than 30 representatives of 14 countries.", True),
+    ('He called it "a new vision for Asia."', True),
+    ("The Secretariat moved to Astana (in 2006).", True),
+    ("Summary of the Ninth Meeting of the CICA Think Tank Forum", False),  # a title
+    ("2. Regional Security Architecture", False),  # a heading
+    ("Why does CICA need a secretariat?", False),  # the document's own question
+    ("See Imai, Middle Powers, <http://www.mei.edu/content/map>.", False),  # a reference
+    ("It was agreed.", False),  # too short to answer anything
+])
+def test_answer_candidates(sentence: str, expected: bool) -> None:
+    assert is_answer_candidate(sentence) is expected
+
+
+def test_pool_keeps_the_top_of_every_retriever() -> None:
+    """A passage that one retriever ranks first but the others miss still reaches the reranker,
+    even when the fused top of the pool is full."""
+    dense = [(i, 1.0) for i in range(100)]
+    sentences = [(i, 1.0) for i in range(100)]
+    lexical = [(500, 9.0), *((i, 1.0) for i in range(100))]
+    fused: dict[int, float] = {}
+    for ranked in (dense, sentences, lexical):
+        for rank, (rowid, _) in enumerate(ranked, 1):
+            fused[rowid] = fused.get(rowid, 0.0) + 1 / (60 + rank)
+    pool = _pool(fused, [dense, sentences, lexical], size=30)
+    assert pool[:30] == sorted(fused, key=lambda r: -fused[r])[:30]
+    assert 500 in pool
+    assert len(pool) == len(set(pool)) <= 30 + 3 * POOL_PER_RETRIEVER
