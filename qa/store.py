@@ -413,7 +413,7 @@ class IndexReader:
         if verify:
             verify_build(build_dir, self.manifest, full=verify == "full")
         try:
-            self.faiss = _read_faiss(build_dir / FAISS_FILE)
+            self.faiss = read_faiss(build_dir / FAISS_FILE)
             self.sentence_vectors = np.load(build_dir / SENTENCE_FILE, mmap_mode="r")
         except (RuntimeError, ValueError, OSError) as e:
             raise IndexCorruptError(
@@ -618,7 +618,7 @@ class IndexReader:
             "SELECT short, long FROM acronyms WHERE doc_id = ?", (doc_id,))]
 
 
-def _read_faiss(path: Path) -> Any:
+def read_faiss(path: Path) -> Any:
     """Memory-map the vectors where FAISS allows: IO_FLAG_MMAP_IFC maps the codes of flat
     storage, for IndexFlat and for the storage of IndexHNSWFlat, so loading reads only the HNSW
     graph and worker processes share one copy of the vectors in the page cache. Older FAISS

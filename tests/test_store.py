@@ -256,6 +256,21 @@ def test_vectors_are_memory_mapped_not_copied(built_tiny: Settings) -> None:
         reader.close()
 
 
+def test_hnsw_vectors_are_memory_mapped_and_searchable(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The HNSW index of a large build maps its vectors too, so workers share one copy."""
+    monkeypatch.setattr(store, "HNSW_THRESHOLD", 100)
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(500, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    path = tmp_path / "vectors.faiss"
+    assert store.write_faiss(path, vectors) == "hnsw32"
+    index = store.read_faiss(path)
+    assert str(path) in Path("/proc/self/maps").read_text()
+    _, ids = index.search(vectors[:20], 1)
+    assert (ids[:, 0] == np.arange(20)).mean() >= 0.95
+
+
 def test_broken_manifest_is_detected(built: Settings) -> None:
     path = _current_dir(built) / "manifest.json"
     path.write_text(path.read_text()[:-20])

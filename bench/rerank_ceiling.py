@@ -1,0 +1,132 @@
+"""How far can the reranker's own signals go? An optimistic bound on the gold set.
+
+Scores *every* chunk of the bundled index (no candidate cut-off) on the five features the
+second stage can see — chunk similarity, best-sentence similarity, BM25 (normalized by the top
+score), best-sentence coverage and whole-chunk coverage — and reports hit@1/hit@5/MRR@10 for:
+each feature alone, the shipped weighting, reciprocal rank fusion and z-score fusion of the
+features, and the best of every weighting on a small grid. The grid's best is fitted to the very
+questions it is measured on, so it is an upper bound on what any weighting of these signals can
+do, not a setting to use.
+
+    python bench/rerank_ceiling.py            # needs a built index (qa index)
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import machine
+
+from qa import evidence, retrieval
+from qa.config import Settings
+from qa.evaluation import DEFAULT_GOLD, load_gold, passage_contains
+from qa.service import QAService
+
+FEATURES = ("chunk_sim", "sentence_sim", "bm25", "sentence_cov", "chunk_cov")
+GRID = (0.0, 0.25, 0.5, 1.0, 2.0)
+Features = dict[int, dict[str, float]]
+
+
+def features(service: QAService) -> list[tuple[set[int], Features]]:
+    reader = service.reader()
+    n = reader.faiss.ntotal
+    rows = reader.chunks(list(range(n)))
+    acronyms = reader.acronyms()
+    out = []
+    for gold in load_gold(DEFAULT_GOLD):
+        if not gold.answerable:
+            continue
+        targets = {r for r, row in rows.items() if passage_contains(row["text"], gold.quote or "")}
+        query = retrieval.prepare_query(gold.question, acronyms)
+        vector = service.embedder.encode_query(query.dense_text)
+        qterms = evidence.query_terms(reader, query.question, query.aliases)
+        dense = dict(reader.dense_search(vector, n))
+        lexical = dict(reader.lexical_search(query.fts, n))
+        top = max(lexical.values(), default=1.0) or 1.0
+        found = evidence.gather(reader, rows, vector, qterms)
+        table: Features = {}
+        for rowid in range(n):
+            ev = found.get(rowid, [])
+            chunk_terms = set().union(*(evidence.term_set(e.text) for e in ev)) if ev else set()
+            table[rowid] = {
+                "chunk_sim": dense.get(rowid, 0.0),
+                "sentence_sim": max((e.similarity for e in ev), default=0.0),
+                "bm25": lexical.get(rowid, 0.0) / top,
+                "sentence_cov": max((e.coverage for e in ev), default=0.0),
+                "chunk_cov": qterms.coverage(chunk_terms),
+            }
+        out.append((targets, table))
+    return out
+
+
+def measure(data: list[tuple[set[int], Features]],
+            scorer: Callable[[Features], dict[int, float]]) -> tuple[float, float, float]:
+    h1 = h5 = mrr = 0.0
+    for targets, table in data:
+        scores = scorer(table)
+        ranked = sorted(table, key=lambda r: -scores[r])[:10]
+        rank = next((i for i, r in enumerate(ranked, 1) if r in targets), None)
+        h1 += rank == 1
+        h5 += bool(rank and rank <= 5)
+        mrr += 1 / rank if rank else 0.0
+    n = len(data)
+    return round(h1 / n, 3), round(h5 / n, 3), round(mrr / n, 3)
+
+
+def linear(weights: dict[str, float]) -> Callable[[Features], dict[int, float]]:
+    return lambda t: {r: sum(w * f[k] for k, w in weights.items()) for r, f in t.items()}
+
+
+def rank_fusion(k: int) -> Callable[[Features], dict[int, float]]:
+    def score(t: Features) -> dict[int, float]:
+        out = dict.fromkeys(t, 0.0)
+        for name in FEATURES:
+            for rank, r in enumerate(sorted(t, key=lambda r: -t[r][name]), 1):
+                out[r] += 1 / (k + rank)
+        return out
+    return score
+
+
+def z_fusion(t: Features) -> dict[int, float]:
+    out = dict.fromkeys(t, 0.0)
+    for name in FEATURES:
+        values = [f[name] for f in t.values()]
+        mu, sd = statistics.mean(values), statistics.pstdev(values) or 1.0
+        for r, f in t.items():
+            out[r] += (f[name] - mu) / sd
+    return out
+
+
+def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    data = features(QAService(Settings.load()).load())
+    rows: list[tuple[str, tuple[float, float, float]]] = []
+    for name in FEATURES:
+        rows.append((f"{name} alone", measure(data, linear({name: 1.0}))))
+    shipped = {"chunk_sim": retrieval.W_CHUNK_SIMILARITY,
+               "sentence_sim": retrieval.W_SENTENCE_SIMILARITY, "bm25": retrieval.W_BM25,
+               "sentence_cov": retrieval.W_SENTENCE_COVERAGE}
+    rows.append(("shipped weighting, every chunk", measure(data, linear(shipped))))
+    for k in (5, 60):
+        rows.append((f"rank fusion of the five, k={k}", measure(data, rank_fusion(k))))
+    rows.append(("z-score fusion of the five", measure(data, z_fusion)))
+    best = max(((measure(data, linear(dict(zip(FEATURES, w, strict=True)))), w)
+                for w in itertools.product(GRID, repeat=len(FEATURES)) if any(w)),
+               key=lambda item: (item[0][1], item[0][2]))  # by hit@5, then MRR
+    rows.append((f"best hit@5 of {len(GRID) ** len(FEATURES) - 1} weightings {best[1]} (fitted: a bound)",
+                 best[0]))
+    print(f"\n{machine()}; {len(data)} answerable gold questions\n")
+    print("| scoring | hit@1 | hit@5 | MRR@10 |\n|---|---|---|---|")
+    for label, (h1, h5, mrr) in rows:
+        print(f"| {label} | {h1:.3f} | {h5:.3f} | {mrr:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
