@@ -58,6 +58,9 @@ bench: install-test ## Run the benchmarks (figures go to bench/RESULTS.md by han
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/serve_memory.py --chunks 1000000
+	$(BIN)/qa index
+	$(BIN)/python bench/rerank_ceiling.py
 
 audit: install-test ## Check installed dependencies against known vulnerabilities (pip-audit)
 	$(BIN)/pip install --quiet pip-audit

@@ -107,7 +107,7 @@ def search(reader: IndexReader, query: Query, query_vector: np.ndarray, *, k: in
     for weight, ranked in lists:
         for rank, (rowid, _) in enumerate(ranked, 1):
             fused[rowid] = fused.get(rowid, 0.0) + weight / (w.rrf_k + rank)
-    pool = _pool(fused, [ranked for weight, ranked in lists if weight > 0], max(k * 3, 30))
+    pool = _pool(fused, [ranked for weight, ranked in lists if weight > 0], max(k * 2, 20))
     rows = reader.chunks(pool)
     dense_score = dict(dense)
     if use_dense:

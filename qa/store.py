@@ -556,9 +556,12 @@ class IndexReader:
         if not rowids:
             return []
         marks = ",".join("?" * len(rowids))
+        # "s.start < c.end" bounds the index range scan on (doc_id, start) from above too;
+        # without it SQLite walks every later sentence of the document for each chunk.
         rows = self.db.execute(
             'SELECT c.rowid, s.rowid, s.start, s."end", s.terms FROM chunks c JOIN sentences s '
-            'ON s.doc_id = c.doc_id AND s.start >= c.start AND s."end" <= c."end" '
+            'ON s.doc_id = c.doc_id AND s.start >= c.start AND s.start < c."end" '
+            'AND s."end" <= c."end" '
             f"WHERE c.rowid IN ({marks}) ORDER BY c.rowid, s.start", list(rowids))
         return [(int(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4])) for r in rows]
 

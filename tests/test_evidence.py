@@ -31,6 +31,21 @@ def test_coverage_counts_the_other_form_of_an_acronym() -> None:
     assert QueryTerms(weights).coverage(with_long_form) == pytest.approx(1 / 2)
 
 
+@pytest.mark.parametrize("sentence", [
+    "The Organization for Security and Cooperation in Asia is the goal",
+    "Organization for Security in Asia is the goal",
+    "OSCA remains a goal",
+    "goalkeeping and security",  # "goal" must not match inside "goalkeeping"
+    "",
+])
+def test_coverage_of_stored_terms_equals_coverage_of_the_set(sentence: str) -> None:
+    weights = {t: float(len(t)) for t in term_set("What is the OSCA goal")}
+    other = frozenset(term_set("Organization for Security and Cooperation in Asia"))
+    qterms = QueryTerms(weights, ((frozenset({"osca"}), other),))
+    stored = " ".join(sorted(term_set(sentence)))
+    assert qterms.coverage_of_stored(stored) == pytest.approx(qterms.coverage(term_set(sentence)))
+
+
 def test_coverage_weighs_rare_terms_more() -> None:
     qterms = QueryTerms({"omul": 3.0, "lake": 1.0})
     assert qterms.coverage({"omul"}) == pytest.approx(0.75)
