@@ -17,6 +17,7 @@ import numpy as np
 
 from qa import evidence, terms
 from qa.acronyms import aliases
+from qa.answertype import AnswerType, expected_answer_type
 from qa.evidence import QueryTerms, SentenceEvidence
 from qa.store import IndexReader
 
@@ -28,6 +29,9 @@ W_CHUNK_SIMILARITY = 0.5
 W_SENTENCE_SIMILARITY = 1.0
 W_BM25 = 0.5
 W_SENTENCE_COVERAGE = 0.5
+# A passage with a sentence of the expected answer type ("how many" -> a quantity, "when" -> a
+# date, "who" -> a name) gains this much times that sentence's relevance.
+W_ANSWER_TYPE = 0.2
 EXPAND_DENSE = False
 POOL_PER_RETRIEVER = 10  # every retriever's top 10 reaches the reranker (see _pool)
 
@@ -117,7 +121,8 @@ def search(reader: IndexReader, query: Query, query_vector: np.ndarray, *, k: in
     found = evidence.gather(reader, rows, query_vector, qterms) if use_dense else {}
     scores = fused
     if w.rerank and mode == "hybrid":
-        scores = _rerank(pool, dense_score, lexical_score, found)
+        scores = _rerank(pool, dense_score, lexical_score, found,
+                         expected_answer_type(query.question))
         pool.sort(key=lambda r: (-scores[r], r))
     hits: list[Hit] = []
     for rowid in pool:
@@ -150,7 +155,8 @@ def _pool(fused: dict[int, float], lists: Sequence[list[tuple[int, float]]],
 
 
 def _rerank(pool: list[int], dense: dict[int, float], lexical: dict[int, float],
-            found: dict[int, list[SentenceEvidence]]) -> dict[int, float]:
+            found: dict[int, list[SentenceEvidence]],
+            wanted: AnswerType | None = None) -> dict[int, float]:
     top_bm25 = max(lexical.values(), default=0.0)
     scores = {}
     for rowid in pool:
@@ -161,7 +167,22 @@ def _rerank(pool: list[int], dense: dict[int, float], lexical: dict[int, float],
         scores[rowid] = (W_CHUNK_SIMILARITY * dense.get(rowid, 0.0)
                          + W_SENTENCE_SIMILARITY * best_similarity
                          + W_BM25 * bm25 + W_SENTENCE_COVERAGE * best_coverage)
+        if wanted is not None:
+            scores[rowid] += W_ANSWER_TYPE * _typed_relevance(sentences, wanted)
     return scores
+
+
+def _typed_relevance(sentences: Sequence[SentenceEvidence], wanted: AnswerType) -> float:
+    """max(strength x relevance) over sentences sharing a term with the question. Strength is at
+    most 1, so sentences are tried by falling relevance and the (regex) strength test stops as
+    soon as no remaining sentence could beat the best so far."""
+    best = 0.0
+    for relevance, sentence in sorted(((s.similarity + s.coverage) / 2, s)
+                                      for s in sentences if s.coverage > 0)[::-1]:
+        if relevance <= best:
+            break
+        best = max(best, wanted.strength(sentence.text) * relevance)
+    return best
 
 
 def _overlaps_taken(row: dict[str, Any], hits: list[Hit]) -> bool:

@@ -1,11 +1,13 @@
-"""Answer candidates and the reranking pool: pure functions, no model or index."""
+"""Answer candidates, the reranking pool and the reranker: pure functions, no model or index."""
 
 from __future__ import annotations
 
 import pytest
 
 from qa.answering import is_answer_candidate
-from qa.retrieval import POOL_PER_RETRIEVER, _pool
+from qa.answertype import expected_answer_type
+from qa.evidence import SentenceEvidence
+from qa.retrieval import POOL_PER_RETRIEVER, _pool, _rerank
 
 
 @pytest.mark.parametrize(("sentence", "expected"), [
@@ -36,3 +38,17 @@ def test_pool_keeps_the_top_of_every_retriever() -> None:
     assert pool[:30] == sorted(fused, key=lambda r: -fused[r])[:30]
     assert 500 in pool
     assert len(pool) == len(set(pool)) <= 30 + 3 * POOL_PER_RETRIEVER
+
+
+def test_rerank_prefers_the_passage_holding_the_expected_answer_type() -> None:
+    def evidence(rowid: int, text: str) -> list[SentenceEvidence]:
+        return [SentenceEvidence(rowid, rowid, 0, len(text), text, 0.6, 0.5)]
+
+    found = {1: evidence(1, "The accord was signed by the member states."),
+             2: evidence(2, "The accord was signed in March 2014.")}
+    dense = {1: 0.5, 2: 0.5}
+    lexical = {1: 3.0, 2: 3.0}
+    plain = _rerank([1, 2], dense, lexical, found)
+    assert plain[1] == plain[2]
+    typed = _rerank([1, 2], dense, lexical, found, expected_answer_type("When was it signed?"))
+    assert typed[2] > typed[1] == plain[1]
