@@ -42,8 +42,9 @@ class AnswerType:
     known: frozenset[str] = field(default=frozenset())  # the question's own words, lower-cased
 
     def strength(self, sentence: str) -> float:
-        """1.0 when ``sentence`` holds this type of answer (a quantity of the focus noun), 0.5
-        for a quantity of something else, 0.0 otherwise."""
+        """1.0 when ``sentence`` holds this type of answer (a quantity of the focus noun, a
+        frequency, a duration, a date, a name the question lacks), 0.5 for a quantity of
+        something else, 0.0 otherwise."""
         if self.kind == "quantity":
             lowered = sentence.lower()
             if self.focus is not None and _counts_focus(lowered, self.focus):

@@ -123,7 +123,7 @@ def search(reader: IndexReader, query: Query, query_vector: np.ndarray, *, k: in
     if w.rerank and mode == "hybrid":
         scores = _rerank(pool, dense_score, lexical_score, found,
                          expected_answer_type(query.question))
-        pool.sort(key=lambda r: (-scores[r], r))
+    pool.sort(key=lambda r: (-scores[r], r))  # without reranking: by fused rank, extras included
     hits: list[Hit] = []
     for rowid in pool:
         row = rows.get(rowid)
