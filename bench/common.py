@@ -110,13 +110,7 @@ def request(port: int, method: str, path: str, body: Any = None,
 
 
 def rss_mb(pids: Sequence[int]) -> float:
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total / 1024
+    return memory_mb(pids)["rss"]
 
 
 def memory_mb(pids: Sequence[int]) -> dict[str, float]:

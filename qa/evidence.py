@@ -38,15 +38,13 @@ class QueryTerms:
 
     def coverage(self, present: Iterable[str]) -> float:
         """IDF-weighted share of the question's terms found in ``present`` (0..1)."""
-        total = self.total
-        if total <= 0:
-            return 0.0
-        have = present if isinstance(present, (set, frozenset)) else set(present)
-        for group, other in self.aliases:
-            if other <= have:
-                have = have | group
-        weights = self.weights
-        return sum(weights[t] for t in have & weights.keys()) / total
+        return self._share(set(present))
+
+    def coverage_of_stored(self, stored_terms: str) -> float:
+        """``coverage`` of a sentence's stored terms (distinct stems joined by spaces): checks
+        the question's few terms against the string instead of splitting it into a set."""
+        padded = f" {stored_terms} "
+        return self._share({t for t, probe in self._probes if probe in padded})
 
     @cached_property
     def _probes(self) -> tuple[tuple[str, str], ...]:
@@ -54,19 +52,15 @@ class QueryTerms:
         needed = set(self.weights).union(*(other for _, other in self.aliases))
         return tuple((t, f" {t} ") for t in sorted(needed))
 
-    def coverage_of_stored(self, stored_terms: str) -> float:
-        """``coverage`` of a sentence's stored terms (distinct stems joined by spaces): checks
-        the question's few terms against the string instead of splitting it into a set."""
+    def _share(self, have: set[str]) -> float:
         total = self.total
         if total <= 0:
             return 0.0
-        padded = f" {stored_terms} "
-        have = {t for t, probe in self._probes if probe in padded}
         for group, other in self.aliases:
             if other <= have:
                 have |= group
         weights = self.weights
-        return sum(weights[t] for t in have if t in weights) / total
+        return sum(weights[t] for t in have & weights.keys()) / total
 
 
 def query_terms(reader: IndexReader, question: str,

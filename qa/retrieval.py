@@ -177,11 +177,11 @@ def _typed_relevance(sentences: Sequence[SentenceEvidence], wanted: AnswerType) 
     most 1, so sentences are tried by falling relevance and the (regex) strength test stops as
     soon as no remaining sentence could beat the best so far."""
     best = 0.0
-    for relevance, sentence in sorted(((s.similarity + s.coverage) / 2, s)
-                                      for s in sentences if s.coverage > 0)[::-1]:
+    candidates = [((s.similarity + s.coverage) / 2, s.text) for s in sentences if s.coverage > 0]
+    for relevance, text in sorted(candidates, reverse=True):
         if relevance <= best:
             break
-        best = max(best, wanted.strength(sentence.text) * relevance)
+        best = max(best, wanted.strength(text) * relevance)
     return best
 
 

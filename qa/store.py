@@ -330,7 +330,9 @@ class BuildWriter:
         (self.tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         for name in (FAISS_FILE, SENTENCE_FILE, DB_FILE, MANIFEST_FILE):
             _fsync(self.tmp / name)
-        IndexReader(self.tmp, verify="full").close()  # checksums, counts, dimensions
+        # Counts, dimensions and the load-time file checks (the digests were computed just above
+        # from these very files, so hashing large ones whole again would only double the I/O).
+        IndexReader(self.tmp).close()
         final = self.layout.build_dir(self.version)
         os.replace(self.tmp, final)
         _fsync_dir(self.layout.builds)
@@ -668,13 +670,11 @@ def _sampled_sha256(path: Path) -> str:
     """sha256 of the size, the first and last MiB and SAMPLE_BLOCKS evenly spaced blocks."""
     size = path.stat().st_size
     digest = hashlib.sha256(str(size).encode())
+    blocks = [(0, SAMPLE_EDGE_BYTES), (max(0, size - SAMPLE_EDGE_BYTES), SAMPLE_EDGE_BYTES)]
+    blocks += [(offset, SAMPLE_BLOCK_BYTES)
+               for offset in range(0, size, max(1, size // SAMPLE_BLOCKS))]
     with open(path, "rb") as fh:
-        offsets = [0, max(0, size - SAMPLE_EDGE_BYTES)]
-        lengths = [SAMPLE_EDGE_BYTES, SAMPLE_EDGE_BYTES]
-        step = max(1, size // SAMPLE_BLOCKS)
-        offsets += range(0, size, step)
-        lengths += [SAMPLE_BLOCK_BYTES] * (len(offsets) - 2)
-        for offset, length in zip(offsets, lengths, strict=True):
+        for offset, length in blocks:
             fh.seek(offset)
             digest.update(fh.read(length))
     return digest.hexdigest()
