@@ -27,7 +27,10 @@ _DATE = re.compile(r"\b(1[0-9]{3}|20[0-9]{2})s?\b|\b(January|February|March|Apri
                    r"August|September|October|November|December)\b")
 _HOW_MANY = re.compile(r"\bhow (many|much)\b(?:\s+([a-z][a-z'-]*))?")
 _WHEN = re.compile(r"\bwhen\b|\b(what|which) (year|date|month|day|decade)\b|\bin what year\b")
-_WHO = re.compile(r"\bwho(m|se)?\b|\b(which|what) (countr(y|ies)|nations?|states?|organi[sz]ations?|"
+# "which country", and with up to two modifiers: "which Kazakh leader", "which European body".
+_WHO = re.compile(r"\bwho(m|se)?\b|\b(which|what) (?:(?!(?:is|are|was|were|do|does|did|has|have|had|"
+                  r"the|of|a|an|in|on)\b)[a-z'-]+ ){0,2}?(countr(y|ies)|nations?|states?|"
+                  r"organi[sz]ations?|"
                   r"institut(e|es|ions?)|leaders?|persons?|people|city|cities|president|"
                   r"minister|scholar|expert|official|bod(y|ies))\b")
 # A capitalised word that does not open the sentence: a name, roughly ("Kazakhstan", "Chen").

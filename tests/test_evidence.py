@@ -79,3 +79,22 @@ def test_answer_type_strength(question: str, sentence: str, strength: float) -> 
 def test_questions_without_a_clear_type() -> None:
     assert expected_answer_type("What does OSCA stand for?") is None
     assert expected_answer_type("Why did the commission meet?") is None
+
+
+@pytest.mark.parametrize("question", [
+    "Which Kazakh leader first proposed the conference?",
+    "Which European security body did it copy?",
+    "What member states joined in 2014?",
+])
+def test_name_questions_with_modifiers_before_the_noun(question: str) -> None:
+    wanted = expected_answer_type(question)
+    assert wanted is not None and wanted.kind == "name"
+
+
+@pytest.mark.parametrize("question", [
+    "What is the state of the forum?",
+    "Which of the states joined first?",
+    "What did the leaders say about trade?",
+])
+def test_verbs_and_articles_are_no_modifiers(question: str) -> None:
+    assert expected_answer_type(question) is None
