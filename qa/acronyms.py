@@ -1,14 +1,17 @@
 """Acronym definitions found in text ("Organization for Security and Cooperation in Asia (OSCA)").
 
 A simplified Schwartz–Hearst matcher: the letters of the short form must match, in order, the
-initials of the words just before the parenthesis (minor words may be skipped). Pure functions.
+initials of the words just before the parenthesis (minor words may be skipped). A short form may
+be qualified by an acronym already in the long form: "CICA Think Tank Forum (CICA TTF)" defines
+TTF as "Think Tank Forum". Pure functions.
 """
 
 from __future__ import annotations
 
 import re
 
-_DEFINITION = re.compile(r"\(\s*(?:the\s+)?([A-Z][A-Za-z&]{1,11}?)s?\s*(?:[,;)])")
+_DEFINITION = re.compile(
+    r"\(\s*(?:the\s+)?(?:([A-Z]{2,10})\s+)?([A-Z][A-Za-z&]{1,11}?)s?\s*(?:[,;)])")
 _MINOR = {"of", "and", "for", "in", "on", "the", "to", "a", "an", "&", "at", "by", "with"}
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’\-]*")
 
@@ -17,12 +20,18 @@ def find_acronyms(text: str) -> list[tuple[str, str]]:
     """(short, long) pairs defined in ``text``, each pair once, in order of first definition."""
     found: dict[tuple[str, str], None] = {}
     for m in _DEFINITION.finditer(text):
-        short = m.group(1)
+        qualifier, short = m.group(1), m.group(2)
         if sum(c.isupper() for c in short) < 2:
             continue
         window = text[max(0, m.start() - 200):m.start()]
         words = _WORD.findall(window)[-(len(short) * 2 + 3):]
         long_form = _match(short, words)
+        if long_form and qualifier:
+            # "CICA Think Tank Forum (CICA TTF)": the qualifier must stand just before the long
+            # form, else "(UN OCHA)"-like text is no definition of this kind.
+            before = words[:len(words) - len(long_form.split())]
+            if not before or before[-1] != qualifier:
+                continue
         if long_form:
             found[(short, long_form)] = None
     return list(found)
@@ -78,3 +87,18 @@ def aliases(question: str, table: list[tuple[str, str]]) -> list[tuple[str, str]
 def expansions(question: str, table: list[tuple[str, str]]) -> list[str]:
     """Alternative forms for acronyms or long forms that appear in ``question``."""
     return list(dict.fromkeys(other for _, other in aliases(question, table)))
+
+
+def gloss(text: str, table: list[tuple[str, str]]) -> str:
+    """``text`` with the long form of each acronym it uses appended in parentheses, for the
+    encoder only: "The CICA TTF mechanism was established in March 2014. (TTF: Think Tank
+    Forum)". An acronym whose long form the text already spells out is not glossed; the first
+    definition of a short form wins."""
+    lowered = " ".join(text.lower().replace("-", " ").split())
+    longs: dict[str, str] = {}
+    for short, long_form in table:
+        longs.setdefault(short, long_form)
+    extra = [f"{short}: {long_form}" for short, long_form in longs.items()
+             if re.search(rf"\b{re.escape(short)}s?\b", text)
+             and " ".join(long_form.lower().replace("-", " ").split()) not in lowered]
+    return f"{text} ({'; '.join(extra)})" if extra else text

@@ -18,15 +18,16 @@ from typing import Any
 import numpy as np
 
 from qa import chunking, evidence, store, textclean
-from qa.acronyms import find_acronyms
+from qa.acronyms import find_acronyms, gloss
 from qa.config import Settings
 from qa.corpus import Document, SourceFile, UnreadableDocument, discover, load_document, page_at
 from qa.errors import IndexCorruptError, NoIndexError
 
 log = logging.getLogger(__name__)
 
-# Bump when normalization or chunking rules change: it forces a full rebuild.
-PIPELINE_VERSION = "5"
+# Bump when normalization, chunking, acronym rules or the embedded text change: it forces a full
+# rebuild.
+PIPELINE_VERSION = "6"
 HEADER_SECTION_CHARS = 80
 
 Progress = Callable[[str, int, int], None]
@@ -205,18 +206,33 @@ def _prepare(document: Document, settings: Settings, embedder: Any,
         document.doc_id, text, budget=settings.chunk_tokens, overlap=settings.chunk_overlap,
         sections=sections, fits=fits, page_of=page_of, sentences=spans)
     context = " ".join([document.title, *document.authors])
+    acronyms = find_acronyms(text)
     chunk_rows = []
     for c in chunks:
         header = embed_header(document.title, c.section)
-        chunk_rows.append({**c.to_dict(), "header": header,
-                           "context": f"{context} {c.section or ''}".strip(),
-                           "content_key": store.content_key(model_key, f"{header}\n{c.text}")})
-    sentences = [(s.start, s.end, store.content_key(model_key, text[s.start:s.end]))
+        row = {**c.to_dict(), "header": header, "context": f"{context} {c.section or ''}".strip()}
+        row["content_key"] = store.content_key(model_key, chunk_embed_text(row, acronyms))
+        chunk_rows.append(row)
+    sentences = [(s.start, s.end,
+                  store.content_key(model_key, sentence_embed_text(text, s.start, s.end, acronyms)))
                  for s in spans]
     meta = {**document.metadata(), "content_hash": document.content_hash}
     return _PreparedDoc(meta, text, document.raw, list(clean.raw_offsets),
-                        list(document.page_starts), sections, chunk_rows, sentences,
-                        find_acronyms(text))
+                        list(document.page_starts), sections, chunk_rows, sentences, acronyms)
+
+
+def chunk_embed_text(chunk: dict[str, Any], acronyms: list[tuple[str, str]]) -> str:
+    """What the encoder sees for a chunk: its header line, then its text with the long forms of
+    the acronyms it uses (as defined in its own document, so that adding a document never
+    changes another's vectors). The chunk text itself always fits the model's window; a long
+    gloss may be cut at the end."""
+    return f"{chunk['header']}\n{gloss(chunk['text'], acronyms)}"
+
+
+def sentence_embed_text(text: str, start: int, end: int,
+                        acronyms: list[tuple[str, str]]) -> str:
+    """What the encoder sees for a sentence: the sentence with its acronyms glossed."""
+    return gloss(text[start:end], acronyms)
 
 
 def _reuse(previous: store.IndexReader, doc_id: str) -> _PreparedDoc:
@@ -245,9 +261,9 @@ def _write_rows_and_embed(writer: store.BuildWriter, prepared: list[_PreparedDoc
         writer.add_sentences(doc.meta["doc_id"], _with_chunk_ids(doc, first))
         writer.add_acronyms(doc.meta["doc_id"], doc.acronyms)
         for c in doc.chunks:
-            texts[c["content_key"]] = f"{c['header']}\n{c['text']}"
+            texts[c["content_key"]] = chunk_embed_text(c, doc.acronyms)
         for start, end, key in doc.sentences:
-            texts[key] = doc.text[start:end]
+            texts[key] = sentence_embed_text(doc.text, start, end, doc.acronyms)
     writer.add_term_counts(_term_counts(doc.chunks for doc in prepared))
     chunk_keys = writer.content_keys("chunks")
     sentence_keys = writer.content_keys("sentences")

@@ -620,7 +620,7 @@ class IndexReader:
 
     def document_acronyms(self, doc_id: str) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in self.db.execute(
-            "SELECT short, long FROM acronyms WHERE doc_id = ?", (doc_id,))]
+            "SELECT short, long FROM acronyms WHERE doc_id = ? ORDER BY rowid", (doc_id,))]
 
 
 def read_faiss(path: Path) -> Any:

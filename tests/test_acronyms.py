@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qa.acronyms import expansions, find_acronyms
+from qa.acronyms import expansions, find_acronyms, gloss
 
 CICA = "Conference on Interaction and Confidence Building Measures in Asia"
 
@@ -24,6 +24,16 @@ CICA = "Conference on Interaction and Confidence Building Measures in Asia"
 ])
 def test_definitions_from_the_corpus(text: str, expected: list[tuple[str, str]]) -> None:
     assert find_acronyms(text) == expected
+
+
+def test_short_form_qualified_by_an_acronym_of_the_long_form() -> None:
+    text = "hosted the Ninth Meeting of the CICA Think Tank Forum (CICA TTF) themed"
+    assert find_acronyms(text) == [("TTF", "Think Tank Forum")]
+
+
+def test_qualifier_must_precede_the_long_form() -> None:
+    assert find_acronyms("the Ninth Meeting of the Think Tank Forum (CICA TTF) themed") == []
+    assert find_acronyms("the SCO Think Tank Forum (CICA TTF) themed") == []
 
 
 def test_several_definitions_in_order_each_once() -> None:
@@ -68,3 +78,18 @@ def test_no_expansion_when_both_forms_present() -> None:
 def test_no_expansion_for_unrelated_question() -> None:
     assert expansions("Where is Lake Baikal?", TABLE) == []
     assert expansions("Is cicada a word?", TABLE) == []  # word boundaries, case-sensitive short
+
+
+GLOSSARY = [("TTF", "Think Tank Forum"), ("CICA", CICA), ("CICA", "another long form")]
+
+
+def test_gloss_appends_long_forms_of_the_acronyms_used() -> None:
+    assert gloss("The CICA TTF mechanism was established in 2014.", GLOSSARY) == (
+        f"The CICA TTF mechanism was established in 2014. (TTF: Think Tank Forum; CICA: {CICA})")
+
+
+def test_gloss_skips_spelled_out_and_absent_acronyms() -> None:
+    text = "The Think-Tank Forum (TTF) met in Shanghai."
+    assert gloss(text, GLOSSARY) == text
+    assert gloss("Nothing to expand here.", GLOSSARY) == "Nothing to expand here."
+    assert gloss("Plural TTFs count too.", GLOSSARY) == "Plural TTFs count too. (TTF: Think Tank Forum)"

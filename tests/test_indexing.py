@@ -15,7 +15,7 @@ from qa import store
 from qa.config import Settings
 from qa.embedding import Embedder
 from qa.errors import IndexLockedError
-from qa.indexing import BuildResult, build_index
+from qa.indexing import BuildResult, build_index, sentence_embed_text
 
 NEW_DOC = """# The Pamir Glacier Survey
 
@@ -97,6 +97,36 @@ def test_adding_a_document_embeds_only_its_chunks(settings: Settings,
     try:
         assert reader.manifest["documents"]["pamir-glacier"]
         assert "Silk Road Rail Corridor" in {d["title"] for d in reader.documents()}
+    finally:
+        reader.close()
+
+
+GLOSSED_DOC = """# The Aral Basin Council
+
+The Aral Basin Water Council (ABWC) was founded by five states.
+
+Every spring the ABWC publishes a report on the level of the sea.
+"""
+
+
+def test_acronyms_are_glossed_for_the_encoder_only(settings: Settings,
+                                                   embedder: Embedder) -> None:
+    (settings.corpus_dir / "aral-basin.md").write_text(GLOSSED_DOC)
+    _build(settings, embedder)
+    reader = store.open_current(settings.index_dir)
+    try:
+        text = reader.document_text("aral-basin")
+        assert text is not None
+        sentences = reader.document_sentences("aral-basin")
+        later = next(s for s in sentences if text[s["start"]:s["end"]].startswith("Every spring"))
+        assert "(ABWC" not in text[later["start"]:later["end"]]  # stored text is untouched
+        seen = sentence_embed_text(text, later["start"], later["end"],
+                                   reader.document_acronyms("aral-basin"))
+        assert seen.endswith("(ABWC: Aral Basin Water Council)")
+        stored = np.asarray(reader.sentence_vectors[later["rowid"]])
+        glossed, plain = embedder.encode([seen, text[later["start"]:later["end"]]])
+        assert np.allclose(stored, glossed, atol=1e-4)
+        assert not np.allclose(stored, plain, atol=1e-2)
     finally:
         reader.close()
 

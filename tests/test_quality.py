@@ -54,6 +54,15 @@ def test_quality_floors_on_the_gold_set(cica_service: QAService) -> None:
 
 
 @pytest.mark.slow
+def test_acronyms_the_issue_names_are_found_in_the_bundled_corpus(
+        cica_service: QAService) -> None:
+    found = dict(cica_service.reader().acronyms())
+    for short in ("CICA", "OSCA", "CBM", "SIIS", "TTF", "SCO"):
+        assert short in found, short
+    assert found["TTF"] == "Think Tank Forum"  # from "CICA Think Tank Forum (CICA TTF)"
+
+
+@pytest.mark.slow
 def test_every_citation_slices_the_stored_text(cica_service: QAService) -> None:
     reader = cica_service.reader()
     for row in _gold_rows()[:20]:

@@ -17,7 +17,13 @@ from qa.config import Settings
 from qa.corpus import discover
 from qa.embedding import Embedder
 from qa.errors import IndexCorruptError, IndexWriteError, NoIndexError
-from qa.indexing import PIPELINE_VERSION, build_index, embed_header
+from qa.indexing import (
+    PIPELINE_VERSION,
+    build_index,
+    chunk_embed_text,
+    embed_header,
+    sentence_embed_text,
+)
 
 QUERIES = [
     "How many members does the Joint Water Commission have?",
@@ -84,6 +90,7 @@ def test_stored_rows_match_document_text(built_tiny: Settings) -> None:
             full = reader.document(doc["doc_id"])
             assert full is not None
             text = full["text"]
+            acronyms = reader.document_acronyms(doc["doc_id"])
             chunks = reader.document_chunks(doc["doc_id"])
             assert len(chunks) == doc["chunks"] > 0
             for c in chunks:
@@ -91,10 +98,10 @@ def test_stored_rows_match_document_text(built_tiny: Settings) -> None:
                 assert reader.text_slice(doc["doc_id"], c["start"], c["end"]) == c["text"]
                 assert c["header"] == embed_header(doc["title"], c["section"])
                 assert c["content_key"] == store.content_key(
-                    "all-MiniLM-L6-v2", f"{c['header']}\n{c['text']}")
+                    "all-MiniLM-L6-v2", chunk_embed_text(c, acronyms))
             for s in reader.document_sentences(doc["doc_id"]):
-                sentence = text[s["start"]:s["end"]]
-                assert s["content_key"] == store.content_key("all-MiniLM-L6-v2", sentence)
+                assert s["content_key"] == store.content_key(
+                    "all-MiniLM-L6-v2", sentence_embed_text(text, s["start"], s["end"], acronyms))
             assert len(full["raw_offsets"]) == len(text) + 1
         assert reader.acronyms() == [("EIB", "Eurasian Infrastructure Bank"),
                                      ("JWC", "Joint Water Commission")]
