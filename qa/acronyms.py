@@ -9,6 +9,8 @@ TTF as "Think Tank Forum". Pure functions.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from functools import lru_cache
 
 _DEFINITION = re.compile(
     r"\(\s*(?:the\s+)?(?:([A-Z]{2,10})\s+)?([A-Z][A-Za-z&]{1,11}?)s?\s*(?:[,;)])")
@@ -71,9 +73,9 @@ def _spells(letters: list[str], run: list[str]) -> bool:
 def aliases(question: str, table: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """(form used in ``question``, its other form) for each acronym or long form it contains."""
     found: list[tuple[str, str]] = []
-    lowered = " ".join(question.lower().replace("-", " ").split())
+    lowered = _flat(question)
     for short, long_form in table:
-        long_lower = " ".join(long_form.lower().replace("-", " ").split())
+        long_lower = _flat(long_form)
         if re.search(rf"\b{re.escape(short)}s?\b", question) and long_lower not in lowered:
             found.append((short, long_form))
         elif long_lower in lowered and not re.search(rf"\b{re.escape(short)}\b", question):
@@ -89,16 +91,35 @@ def expansions(question: str, table: list[tuple[str, str]]) -> list[str]:
     return list(dict.fromkeys(other for _, other in aliases(question, table)))
 
 
-def gloss(text: str, table: list[tuple[str, str]]) -> str:
+def gloss(text: str, table: Sequence[tuple[str, str]]) -> str:
     """``text`` with the long form of each acronym it uses appended in parentheses, for the
     encoder only: "The CICA TTF mechanism was established in March 2014. (TTF: Think Tank
     Forum)". An acronym whose long form the text already spells out is not glossed; the first
     definition of a short form wins."""
-    lowered = " ".join(text.lower().replace("-", " ").split())
-    longs: dict[str, str] = {}
-    for short, long_form in table:
-        longs.setdefault(short, long_form)
-    extra = [f"{short}: {long_form}" for short, long_form in longs.items()
-             if re.search(rf"\b{re.escape(short)}s?\b", text)
-             and " ".join(long_form.lower().replace("-", " ").split()) not in lowered]
+    pattern, longs = _glossary(tuple(table))
+    if pattern is None:
+        return text
+    used = dict.fromkeys(m.group(1) for m in pattern.finditer(text))
+    if not used:
+        return text
+    lowered = _flat(text)
+    extra = [f"{short}: {longs[short][0]}" for short in used if longs[short][1] not in lowered]
     return f"{text} ({'; '.join(extra)})" if extra else text
+
+
+@lru_cache(maxsize=64)
+def _glossary(table: tuple[tuple[str, str], ...]
+              ) -> tuple[re.Pattern[str] | None, dict[str, tuple[str, str]]]:
+    """One pattern matching every short form of ``table``, and each short form's first long
+    form (as written, and flattened for comparison). A document's table is compiled once."""
+    longs: dict[str, tuple[str, str]] = {}
+    for short, long_form in table:
+        longs.setdefault(short, (long_form, _flat(long_form)))
+    if not longs:
+        return None, longs
+    names = "|".join(re.escape(s) for s in sorted(longs, key=len, reverse=True))
+    return re.compile(rf"\b({names})s?\b"), longs
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.lower().replace("-", " ").split())

@@ -85,7 +85,7 @@ GLOSSARY = [("TTF", "Think Tank Forum"), ("CICA", CICA), ("CICA", "another long 
 
 def test_gloss_appends_long_forms_of_the_acronyms_used() -> None:
     assert gloss("The CICA TTF mechanism was established in 2014.", GLOSSARY) == (
-        f"The CICA TTF mechanism was established in 2014. (TTF: Think Tank Forum; CICA: {CICA})")
+        f"The CICA TTF mechanism was established in 2014. (CICA: {CICA}; TTF: Think Tank Forum)")
 
 
 def test_gloss_skips_spelled_out_and_absent_acronyms() -> None:
