@@ -31,7 +31,7 @@ from qa import store
 from qa.config import Settings
 from qa.embedding import Embedder
 from qa.evaluation import DEFAULT_GOLD, first_hit_rank, load_gold
-from qa.indexing import build_index
+from qa.indexing import build_index, chunk_embed_text, sentence_embed_text
 
 NEW_DOC = ("# The Selenga Delta Survey\n\nIn 2033 the Selenga Delta Survey counted 212 species of "
            "migratory birds on the delta's wetlands. The survey team of eleven ornithologists "
@@ -39,13 +39,16 @@ NEW_DOC = ("# The Selenga Delta Survey\n\nIn 2033 the Selenga Delta Survey count
 
 
 def embedded_texts(index_dir: Path) -> list[str]:
-    """Exactly what the pipeline embeds: chunk headers + text, and every sentence."""
+    """Exactly what the pipeline embeds: chunk headers + text, and every sentence, each with
+    its document's acronyms glossed."""
     reader = store.open_current(index_dir)
     texts = []
     for doc in reader.documents():
         text = reader.document_text(doc["doc_id"]) or ""
-        texts += [f"{c['header']}\n{c['text']}" for c in reader.document_chunks(doc["doc_id"])]
-        texts += [text[s["start"]:s["end"]] for s in reader.document_sentences(doc["doc_id"])]
+        acronyms = reader.document_acronyms(doc["doc_id"])
+        texts += [chunk_embed_text(c, acronyms) for c in reader.document_chunks(doc["doc_id"])]
+        texts += [sentence_embed_text(text, s["start"], s["end"], acronyms)
+                  for s in reader.document_sentences(doc["doc_id"])]
     reader.close()
     return list(dict.fromkeys(texts))  # the cache embeds each distinct text once
 

@@ -32,7 +32,7 @@ def find_acronyms(text: str) -> list[tuple[str, str]]:
             # "CICA Think Tank Forum (CICA TTF)": the qualifier must stand just before the long
             # form, else "(UN OCHA)"-like text is no definition of this kind.
             before = words[:len(words) - len(long_form.split())]
-            if not before or before[-1] != qualifier:
+            if not before or re.sub(r"['’]s$", "", before[-1]) != qualifier:
                 continue
         if long_form:
             found[(short, long_form)] = None
@@ -103,18 +103,20 @@ def gloss(text: str, table: Sequence[tuple[str, str]]) -> str:
     if not used:
         return text
     lowered = _flat(text)
-    extra = [f"{short}: {longs[short][0]}" for short in used if longs[short][1] not in lowered]
+    extra = [f"{short}: {longs[short][0]}" for short in used
+             if not any(form in lowered for form in longs[short][1])]
     return f"{text} ({'; '.join(extra)})" if extra else text
 
 
 @lru_cache(maxsize=64)
 def _glossary(table: tuple[tuple[str, str], ...]
-              ) -> tuple[re.Pattern[str] | None, dict[str, tuple[str, str]]]:
-    """One pattern matching every short form of ``table``, and each short form's first long
-    form (as written, and flattened for comparison). A document's table is compiled once."""
-    longs: dict[str, tuple[str, str]] = {}
+              ) -> tuple[re.Pattern[str] | None, dict[str, tuple[str, list[str]]]]:
+    """One pattern matching every short form of ``table``, and for each short form its first
+    long form (the gloss) and all its long forms flattened (any of them spelled out in a text
+    makes the gloss redundant). A document's table is compiled once."""
+    longs: dict[str, tuple[str, list[str]]] = {}
     for short, long_form in table:
-        longs.setdefault(short, (long_form, _flat(long_form)))
+        longs.setdefault(short, (long_form, []))[1].append(_flat(long_form))
     if not longs:
         return None, longs
     names = "|".join(re.escape(s) for s in sorted(longs, key=len, reverse=True))

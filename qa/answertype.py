@@ -27,12 +27,15 @@ _DATE = re.compile(r"\b(1[0-9]{3}|20[0-9]{2})s?\b|\b(January|February|March|Apri
                    r"August|September|October|November|December)\b")
 _HOW_MANY = re.compile(r"\bhow (many|much)\b(?:\s+([a-z][a-z'-]*))?")
 _WHEN = re.compile(r"\bwhen\b|\b(what|which) (year|date|month|day|decade)\b|\bin what year\b")
-# "which country", and with up to two modifiers: "which Kazakh leader", "which European body".
-_WHO = re.compile(r"\bwho(m|se)?\b|\b(which|what) (?:(?!(?:is|are|was|were|do|does|did|has|have|had|"
-                  r"the|of|a|an|in|on)\b)[a-z'-]+ ){0,2}?(countr(y|ies)|nations?|states?|"
-                  r"organi[sz]ations?|"
-                  r"institut(e|es|ions?)|leaders?|persons?|people|city|cities|president|"
-                  r"minister|scholar|expert|official|bod(y|ies))\b")
+# "who", "which/what country"; after "which", up to two modifiers may precede the noun ("which
+# Kazakh leader", "which European security body"), but not a verb ("which should states ...").
+# After "what" the noun must follow at once: "what can states do" is no question for a name.
+_WHO_NOUN = (r"(countr(y|ies)|nations?|states?|organi[sz]ations?|institut(e|es|ions?)|leaders?|"
+             r"persons?|people|city|cities|president|minister|scholar|expert|official|bod(y|ies))")
+_NOT_A_MODIFIER = (r"(?:is|are|was|were|be|do|does|did|has|have|had|can|could|should|would|will|"
+                   r"shall|may|might|must|the|of|a|an|in|on)")
+_WHO = re.compile(rf"\bwho(m|se)?\b|\bwhat {_WHO_NOUN}\b"
+                  rf"|\bwhich (?:(?!{_NOT_A_MODIFIER}\b)[a-z'-]+ ){{0,2}}?{_WHO_NOUN}\b")
 # A capitalised word that does not open the sentence: a name, roughly ("Kazakhstan", "Chen").
 _NAME = re.compile(r"(?<=[^\s.!?]\s)[A-Z][\w'’-]*[a-z][\w'’-]*|\b[A-Z]{2,}\b")
 FOCUS_WINDOW = 3  # words allowed between the number and the counted noun ("26 member states")

@@ -31,6 +31,11 @@ def test_short_form_qualified_by_an_acronym_of_the_long_form() -> None:
     assert find_acronyms(text) == [("TTF", "Think Tank Forum")]
 
 
+def test_possessive_qualifier() -> None:
+    assert find_acronyms("the CICA's Think Tank Forum (CICA TTF) met") == [
+        ("TTF", "Think Tank Forum")]
+
+
 def test_qualifier_must_precede_the_long_form() -> None:
     assert find_acronyms("the Ninth Meeting of the Think Tank Forum (CICA TTF) themed") == []
     assert find_acronyms("the SCO Think Tank Forum (CICA TTF) themed") == []
@@ -93,3 +98,10 @@ def test_gloss_skips_spelled_out_and_absent_acronyms() -> None:
     assert gloss(text, GLOSSARY) == text
     assert gloss("Nothing to expand here.", GLOSSARY) == "Nothing to expand here."
     assert gloss("Plural TTFs count too.", GLOSSARY) == "Plural TTFs count too. (TTF: Think Tank Forum)"
+
+
+def test_no_gloss_when_any_long_form_of_the_acronym_is_spelled_out() -> None:
+    text = "Second, CICA (the Conference on Interaction and Confidence-Building Measures) met."
+    table = [("CICA", "Conference on Interaction"), ("CICA", "Conference on Interaction and "
+                                                             "Confidence-Building Measures")]
+    assert gloss(text, table) == text

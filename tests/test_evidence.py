@@ -84,7 +84,8 @@ def test_questions_without_a_clear_type() -> None:
 @pytest.mark.parametrize("question", [
     "Which Kazakh leader first proposed the conference?",
     "Which European security body did it copy?",
-    "What member states joined in 2014?",
+    "Which two countries signed first?",
+    "What country hosts the Secretariat?",
 ])
 def test_name_questions_with_modifiers_before_the_noun(question: str) -> None:
     wanted = expected_answer_type(question)
@@ -95,6 +96,10 @@ def test_name_questions_with_modifiers_before_the_noun(question: str) -> None:
     "What is the state of the forum?",
     "Which of the states joined first?",
     "What did the leaders say about trade?",
+    "What should member states do to build confidence?",
+    "What can people expect from CICA?",
+    "What unites Asian countries?",
+    "Which should states choose first?",
 ])
 def test_verbs_and_articles_are_no_modifiers(question: str) -> None:
     assert expected_answer_type(question) is None
