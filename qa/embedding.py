@@ -112,6 +112,11 @@ class Embedder:
         except OSError as e:
             raise ConfigError(f"cannot load embedding model {self.model_name!r}: {e}") from e
 
+    @property
+    def sentence_transformer(self) -> Any:
+        """The loaded sentence-transformers model (benchmarks compare against its encode)."""
+        return self._st
+
     @cached_property
     def dimension(self) -> int:
         cfg = Path(self.model_path) / "config.json"
@@ -189,15 +194,20 @@ class Embedder:
     def _encode_torch(self, texts: Sequence[str], *, batch_size: int,
                       progress: Progress | None) -> np.ndarray:
         out = []
+        # Batches of texts of about one length (longest first, as model.encode orders them) keep
+        # padding small; the original order is restored at the end.
+        order = sorted(range(len(texts)), key=lambda k: -len(texts[k]))
         with self._lock:
-            for i in range(0, len(texts), batch_size):
-                batch = list(texts[i:i + batch_size])
+            for i in range(0, len(order), batch_size):
+                batch = [texts[k] for k in order[i:i + batch_size]]
                 out.append(self._st.encode(batch, batch_size=batch_size,
                                            normalize_embeddings=True, convert_to_numpy=True,
                                            show_progress_bar=False))
                 if progress:
                     progress(min(i + batch_size, len(texts)), len(texts))
-        return np.ascontiguousarray(np.vstack(out), dtype=np.float32)
+        vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
+        vectors[order] = np.vstack(out)
+        return vectors
 
     def _encode_onnx(self, texts: Sequence[str], batch_size: int,
                      progress: Progress | None) -> np.ndarray:

@@ -309,7 +309,10 @@ def _vectors_for(texts: dict[str, str], layout: store.Layout, embedder: Any, mod
                                  embedder.dimension)
     try:
         vectors = cache.get_many(list(texts))
-        missing = [k for k in texts if k not in vectors]
+        # Longest first, so that each batch holds texts of about one length and little of the
+        # model's work goes to padding (model.encode sorts only within one call), and the
+        # slowest batches are seen first by the progress bar's estimate.
+        missing = sorted((k for k in texts if k not in vectors), key=lambda k: -len(texts[k]))
         step = 256
         for i in range(0, len(missing), step):
             keys = missing[i:i + step]
