@@ -227,13 +227,12 @@ def serve_cmd(host: str, port: int, workers: int, dev: bool, build: bool,
               **overrides: Any) -> None:
     """Serve the web form and the JSON API. Example: qa serve --port 8000 --workers 2"""
     from qa import store
-    from qa.indexing import build_index
     from qa.service import QAService
 
     settings = _settings(**overrides)
     if build and store.Layout(settings.index_dir).current_version() is None:
         click.echo("no index yet: building it first", err=True)
-        build_index(settings)
+        _build_in_child(settings)
     # Fail now, with a clear message, on a missing or damaged index or a model mismatch. The
     # reader is dropped at once: each worker loads its own (the vectors are memory-mapped).
     QAService(settings).reader().close()
@@ -247,6 +246,19 @@ def serve_cmd(host: str, port: int, workers: int, dev: bool, build: bool,
     from qa.server import run_gunicorn
 
     run_gunicorn(settings, host=host, port=port, workers=workers)
+
+
+def _build_in_child(settings: Settings) -> None:
+    """Build the index in a fresh interpreter. The serving master must not start the model's
+    thread pools: gunicorn forks its workers from it, and a forked copy of a running pool aborts
+    the worker at exit. The master then never imports torch at all."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from qa.indexing import build_index
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(build_index, settings).result()
 
 
 @cli.command("settings")
