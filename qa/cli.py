@@ -12,12 +12,15 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from qa.config import Settings, describe_settings
 from qa.errors import QAError
+
+if TYPE_CHECKING:
+    from qa.indexing import BuildResult
 
 F = Callable[..., Any]
 
@@ -80,26 +83,8 @@ def index_cmd(full: bool, as_json: bool, wait: float, **overrides: Any) -> None:
     Only new or changed documents are chunked and embedded; a run with nothing to do loads no
     model. Example: qa index --json
     """
-    from qa.indexing import build_index
-
     settings = _settings(**overrides)
-    bars: dict[str, Any] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        from tqdm import tqdm
-
-        bar = bars.get(stage)
-        if bar is None:
-            bar = bars[stage] = tqdm(total=total, desc=stage, unit="item", file=sys.stderr,
-                                     leave=False, disable=None)
-        bar.n = done
-        bar.refresh()
-
-    try:
-        result = build_index(settings, full=full, progress=progress, lock_wait=wait)
-    finally:
-        for bar in bars.values():
-            bar.close()
+    result = _build_with_progress(settings, full=full, lock_wait=wait)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     if as_json:
@@ -248,6 +233,30 @@ def serve_cmd(host: str, port: int, workers: int, dev: bool, build: bool,
     run_gunicorn(settings, host=host, port=port, workers=workers)
 
 
+def _build_with_progress(settings: Settings, full: bool = False,
+                         lock_wait: float = 0.0) -> BuildResult:
+    """build_index with a progress bar per stage on stderr (hidden when it is not a terminal)."""
+    from tqdm import tqdm
+
+    from qa.indexing import build_index
+
+    bars: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="item", file=sys.stderr,
+                                     leave=False, disable=None)
+        bar.n = done
+        bar.refresh()
+
+    try:
+        return build_index(settings, full=full, progress=progress, lock_wait=lock_wait)
+    finally:
+        for bar in bars.values():
+            bar.close()
+
+
 def _build_in_child(settings: Settings) -> None:
     """Build the index in a fresh interpreter. The serving master must not start the model's
     thread pools: gunicorn forks its workers from it, and a forked copy of a running pool aborts
@@ -255,10 +264,8 @@ def _build_in_child(settings: Settings) -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from qa.indexing import build_index
-
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        pool.submit(build_index, settings).result()
+        pool.submit(_build_with_progress, settings).result()
 
 
 @cli.command("settings")

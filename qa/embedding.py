@@ -170,7 +170,8 @@ class Embedder:
         probe = ["What is the Conference on Interaction and Confidence Building Measures?",
                  "A short passage about regional security cooperation in Asia."]
         a = self._encode_onnx_session(path, probe)
-        b = self._encode_torch(probe, batch_size=8, progress=None)
+        with self._lock:
+            b = self._encode_torch_batch(probe)
         if float((a * b).sum(axis=1).min()) < ONNX_MIN_COSINE:
             log.warning("ONNX export disagrees with torch; removing it")
             path.unlink()
@@ -184,44 +185,34 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         if self.backend == "onnx":
-            return self._encode_onnx(texts, batch_size, progress)
-        return self._encode_torch(texts, batch_size=batch_size, progress=progress)
+            return self._by_length(texts, batch_size, self._encode_onnx_batch, progress)
+        with self._lock:
+            return self._by_length(texts, batch_size, self._encode_torch_batch, progress)
 
     def encode_query(self, text: str) -> np.ndarray:
         """A (1, dim) unit vector for one question."""
         return self.encode([text], batch_size=1)
 
-    def _encode_torch(self, texts: Sequence[str], *, batch_size: int,
-                      progress: Progress | None) -> np.ndarray:
-        out = []
-        # Batches of texts of about one length (longest first, as model.encode orders them) keep
-        # padding small; the original order is restored at the end.
+    def _by_length(self, texts: Sequence[str], batch_size: int,
+                   encode_batch: Callable[[list[str]], np.ndarray],
+                   progress: Progress | None) -> np.ndarray:
+        """Encode in batches of texts of about one length (longest first, as model.encode orders
+        them), so that little of the model's work goes to padding; rows in the caller's order."""
         order = sorted(range(len(texts)), key=lambda k: -len(texts[k]))
-        with self._lock:
-            for i in range(0, len(order), batch_size):
-                batch = [texts[k] for k in order[i:i + batch_size]]
-                out.append(self._st.encode(batch, batch_size=batch_size,
-                                           normalize_embeddings=True, convert_to_numpy=True,
-                                           show_progress_bar=False))
-                if progress:
-                    progress(min(i + batch_size, len(texts)), len(texts))
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
-        vectors[order] = np.vstack(out)
-        return vectors
-
-    def _encode_onnx(self, texts: Sequence[str], batch_size: int,
-                     progress: Progress | None) -> np.ndarray:
-        out = []
-        # Sorting by length keeps padding small; the original order is restored at the end.
-        order = sorted(range(len(texts)), key=lambda k: len(texts[k]))
         for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
-            out.append(self._run_onnx(self._onnx, [texts[k] for k in idx]))
+            rows = order[i:i + batch_size]
+            vectors[rows] = encode_batch([texts[k] for k in rows])
             if progress:
                 progress(min(i + batch_size, len(texts)), len(texts))
-        vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
-        vectors[order] = np.vstack(out)
         return vectors
+
+    def _encode_torch_batch(self, batch: list[str]) -> np.ndarray:
+        return np.asarray(self._st.encode(batch, batch_size=len(batch), normalize_embeddings=True,
+                                          convert_to_numpy=True, show_progress_bar=False))
+
+    def _encode_onnx_batch(self, batch: list[str]) -> np.ndarray:
+        return self._run_onnx(self._onnx, batch)
 
     def _encode_onnx_session(self, path: Path, texts: Sequence[str]) -> np.ndarray:
         import onnxruntime as ort
