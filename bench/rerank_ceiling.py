@@ -1,8 +1,9 @@
 """How far can the reranker's own signals go? An optimistic bound on the gold set.
 
-Scores *every* chunk of the bundled index (no candidate cut-off) on the five features the
+Scores *every* chunk of the bundled index (no candidate cut-off) on the six features the
 second stage can see — chunk similarity, best-sentence similarity, BM25 (normalized by the top
-score), best-sentence coverage and whole-chunk coverage — and reports hit@1/hit@5/MRR@10 for:
+score), best-sentence coverage, whole-chunk coverage and whether the question names the
+passage's author — and reports hit@1/hit@5/MRR@10 for:
 each feature alone, the shipped weighting, reciprocal rank fusion and z-score fusion of the
 features, and the best of every weighting on a small grid. The grid's best is fitted to the very
 questions it is measured on, so it is an upper bound on what any weighting of these signals can
@@ -25,11 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine
 
 from qa import evidence, retrieval
+from qa.attribution import author_table
 from qa.config import Settings
 from qa.evaluation import DEFAULT_GOLD, load_gold, passage_contains
 from qa.service import QAService
 
-FEATURES = ("chunk_sim", "sentence_sim", "bm25", "sentence_cov", "chunk_cov")
+FEATURES = ("chunk_sim", "sentence_sim", "bm25", "sentence_cov", "chunk_cov", "named_author")
 GRID = (0.0, 0.25, 0.5, 1.0, 2.0)
 Features = dict[int, dict[str, float]]
 
@@ -39,12 +41,13 @@ def features(service: QAService) -> list[tuple[set[int], Features]]:
     n = reader.faiss.ntotal
     rows = reader.chunks(list(range(n)))
     acronyms = reader.acronyms()
+    authors = author_table(reader.documents())
     out = []
     for gold in load_gold(DEFAULT_GOLD):
         if not gold.answerable:
             continue
         targets = {r for r, row in rows.items() if passage_contains(row["text"], gold.quote or "")}
-        query = retrieval.prepare_query(gold.question, acronyms)
+        query = retrieval.prepare_query(gold.question, acronyms, authors)
         vector = service.embedder.encode_query(query.dense_text)
         qterms = evidence.query_terms(reader, query.question, query.aliases)
         dense = dict(reader.dense_search(vector, n))
@@ -61,6 +64,7 @@ def features(service: QAService) -> list[tuple[set[int], Features]]:
                 "bm25": lexical.get(rowid, 0.0) / top,
                 "sentence_cov": max((e.coverage for e in ev), default=0.0),
                 "chunk_cov": qterms.coverage(chunk_terms),
+                "named_author": float(rows[rowid]["doc_id"] in query.named_docs),
             }
         out.append((targets, table))
     return out
@@ -112,11 +116,12 @@ def main() -> None:
         rows.append((f"{name} alone", measure(data, linear({name: 1.0}))))
     shipped = {"chunk_sim": retrieval.W_CHUNK_SIMILARITY,
                "sentence_sim": retrieval.W_SENTENCE_SIMILARITY, "bm25": retrieval.W_BM25,
-               "sentence_cov": retrieval.W_SENTENCE_COVERAGE}
+               "sentence_cov": retrieval.W_SENTENCE_COVERAGE,
+               "named_author": retrieval.W_NAMED_AUTHOR}
     rows.append(("shipped weights (no answer-type term), every chunk", measure(data, linear(shipped))))
     for k in (5, 60):
-        rows.append((f"rank fusion of the five, k={k}", measure(data, rank_fusion(k))))
-    rows.append(("z-score fusion of the five", measure(data, z_fusion)))
+        rows.append((f"rank fusion of the six, k={k}", measure(data, rank_fusion(k))))
+    rows.append(("z-score fusion of the six", measure(data, z_fusion)))
     best = max(((measure(data, linear(dict(zip(FEATURES, w, strict=True)))), w)
                 for w in itertools.product(GRID, repeat=len(FEATURES)) if any(w)),
                key=lambda item: (item[0][1], item[0][2]))  # by hit@5, then MRR

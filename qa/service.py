@@ -19,6 +19,7 @@ import numpy as np
 
 from qa import retrieval, store
 from qa.answering import compose_answer
+from qa.attribution import AuthorTable, author_table
 from qa.config import Settings
 from qa.errors import (
     ConfigError,
@@ -39,6 +40,7 @@ class QAService:
         self._embedder = embedder
         self._reader: store.IndexReader | None = None
         self._acronyms: list[tuple[str, str]] = []
+        self._authors: AuthorTable = ()
         self._lock = threading.Lock()
         self._checked_at = 0.0
         self.reload_error: str | None = None
@@ -82,6 +84,7 @@ class QAService:
             log.error("not switching to index %s: %s", version, e)
             return
         self._acronyms = reader.acronyms()
+        self._authors = author_table(reader.documents())
         self._reader = reader
         self.reload_error = None
         with self._cache_lock:
@@ -179,7 +182,7 @@ class QAService:
         if mode not in retrieval.MODES:
             raise ConfigError(f"unknown retrieval mode {mode!r}; choose from {retrieval.MODES}")
         filter_ids = self._clean_doc_ids(reader, doc_ids)
-        query = retrieval.prepare_query(text, self._acronyms)
+        query = retrieval.prepare_query(text, self._acronyms, self._authors)
         t0 = time.perf_counter()
         if mode == "lexical":
             vector = np.zeros((1, int(reader.manifest.get("dimension", 1))), dtype=np.float32)

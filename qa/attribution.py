@@ -1,0 +1,50 @@
+"""Which documents a question attributes by naming their authors ("according to Qiang", "in
+Chen's roadmap").
+
+An analyst who names an author asks about that author's text. The names come from each
+document's metadata, never from its body: an author quoted in somebody else's report does not
+make that report theirs. A name part matches only as a whole, capitalized word, so "He" the
+pronoun is not the surname He; parts that are stopwords or initials never match. Pure functions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+
+from qa import terms
+
+AuthorTable = tuple[tuple[str, re.Pattern[str]], ...]  # (doc_id, pattern of its authors' names)
+
+_NAME_PART = re.compile(r"[^\W\d_][\w'’\-]*")
+
+
+def name_parts(author: str) -> list[str]:
+    """The parts of ``author`` a question can name them by: capitalized words of two or more
+    letters that are not stopwords ("Chen Dongxiao" -> Chen, Dongxiao; "J. R. Smith" -> Smith)."""
+    parts = []
+    for part in _NAME_PART.findall(author):
+        if len(part) >= 2 and part[0].isupper() and part.lower() not in terms.STOPWORDS:
+            parts.append(part)
+    return parts
+
+
+def author_table(documents: Iterable[Mapping[str, object]]) -> AuthorTable:
+    """One compiled pattern per document with named authors (``documents`` as the index lists
+    them: ``doc_id`` and ``authors``)."""
+    table = []
+    for doc in documents:
+        authors = doc.get("authors")
+        names = [a for a in authors if isinstance(a, str)] if isinstance(authors, list) else []
+        parts = sorted({p for a in names for p in name_parts(a)},
+                       key=lambda p: (-len(p), p))
+        if parts:
+            alternation = "|".join(re.escape(p) for p in parts)
+            table.append((str(doc["doc_id"]),
+                          re.compile(rf"(?<![\w'’\-])(?:{alternation})(?![\w\-]|['’](?!s\b))")))
+    return tuple(table)
+
+
+def named_documents(question: str, table: Sequence[tuple[str, re.Pattern[str]]]) -> frozenset[str]:
+    """Ids of the documents whose author ``question`` names (possessive forms included)."""
+    return frozenset(doc_id for doc_id, pattern in table if pattern.search(question))
