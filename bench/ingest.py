@@ -167,7 +167,7 @@ def _onnx_encoder(embedder: Embedder, session: Any) -> Any:
     def encode(batch: list[str]) -> np.ndarray:
         order = sorted(range(len(batch)), key=lambda k: len(batch[k]))
         vectors = np.empty((len(batch), embedder.dimension), dtype=np.float32)
-        vectors[order] = embedder._run_onnx(session, [batch[k] for k in order])
+        vectors[order] = embedder._run_onnx(session, [batch[k] for k in order])[0]
         return vectors
 
     return encode

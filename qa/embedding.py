@@ -3,7 +3,9 @@
 Two backends produce identical unit-length float32 vectors: sentence-transformers on torch, and an
 ONNX export of the same transformer run by onnxruntime (about 3x faster per query, and a server that
 uses it never imports torch). The ONNX file is exported locally from the configured weights and
-checked against torch before it is used. Knows nothing of files, FAISS or ranking.
+checked against torch before it is used. The same forward pass can also return each word piece's
+contextual vector (``encode_with_tokens``), for late-interaction scoring. Knows nothing of files,
+FAISS or ranking.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import os
 import threading
 import warnings
 from collections.abc import Callable, Sequence
-from functools import cached_property
+from dataclasses import dataclass
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,20 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 ONNX_MIN_COSINE = 0.9999
+
+
+@dataclass(frozen=True)
+class TokenVectors:
+    """One text's word pieces as the model saw them, without [CLS], [SEP] and padding: their ids
+    (int32), their unit-length contextual vectors (float32, one row per id) and, for questions,
+    their text (empty for passages, which store only ids and vectors)."""
+
+    ids: np.ndarray
+    vectors: np.ndarray
+    pieces: tuple[str, ...] = ()
+
+
+Batch = tuple[np.ndarray, list[TokenVectors]]  # pooled vectors, and token vectors when asked
 
 
 def resolve_model(model: str) -> tuple[str, str]:
@@ -171,7 +188,7 @@ class Embedder:
                  "A short passage about regional security cooperation in Asia."]
         a = self._encode_onnx_session(path, probe)
         with self._lock:
-            b = self._encode_torch_batch(probe)
+            b = self._encode_torch_batch(probe)[0]
         if float((a * b).sum(axis=1).min()) < ONNX_MIN_COSINE:
             log.warning("ONNX export disagrees with torch; removing it")
             path.unlink()
@@ -182,45 +199,83 @@ class Embedder:
     def encode(self, texts: Sequence[str], *, batch_size: int = 64,
                progress: Progress | None = None) -> np.ndarray:
         """Unit-length float32 vectors, one row per text."""
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        if self.backend == "onnx":
-            return self._by_length(texts, batch_size, self._encode_onnx_batch, progress)
-        with self._lock:
-            return self._by_length(texts, batch_size, self._encode_torch_batch, progress)
+        return self._encode(texts, batch_size, progress, tokens=False)[0]
+
+    def encode_with_tokens(self, texts: Sequence[str], *, batch_size: int = 64,
+                           progress: Progress | None = None) -> Batch:
+        """``encode``'s vectors and, from the same forward pass, every text's token vectors."""
+        return self._encode(texts, batch_size, progress, tokens=True)
 
     def encode_query(self, text: str) -> np.ndarray:
         """A (1, dim) unit vector for one question."""
         return self.encode([text], batch_size=1)
 
+    def encode_query_with_tokens(self, text: str) -> tuple[np.ndarray, TokenVectors]:
+        """A (1, dim) unit vector for one question, and its token vectors with their text."""
+        vectors, tokens = self.encode_with_tokens([text], batch_size=1)
+        return vectors, TokenVectors(tokens[0].ids, tokens[0].vectors,
+                                     tuple(self._piece_text(int(i)) for i in tokens[0].ids))
+
+    def _encode(self, texts: Sequence[str], batch_size: int, progress: Progress | None,
+                tokens: bool) -> Batch:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32), []
+        if self.backend == "onnx":
+            return self._by_length(texts, batch_size,
+                                   partial(self._run_onnx, self._onnx, tokens=tokens), progress)
+        with self._lock:
+            return self._by_length(texts, batch_size,
+                                   partial(self._encode_torch_batch, tokens=tokens), progress)
+
     def _by_length(self, texts: Sequence[str], batch_size: int,
-                   encode_batch: Callable[[list[str]], np.ndarray],
-                   progress: Progress | None) -> np.ndarray:
+                   encode_batch: Callable[[list[str]], Batch],
+                   progress: Progress | None) -> Batch:
         """Encode in batches of texts of about one length (longest first, as model.encode orders
         them), so that little of the model's work goes to padding; rows in the caller's order."""
         order = sorted(range(len(texts)), key=lambda k: -len(texts[k]))
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
+        tokens: list[TokenVectors | None] = [None] * len(texts)
         for i in range(0, len(order), batch_size):
             rows = order[i:i + batch_size]
-            vectors[rows] = encode_batch([texts[k] for k in rows])
+            vectors[rows], batch_tokens = encode_batch([texts[k] for k in rows])
+            for k, t in zip(rows, batch_tokens, strict=False):
+                tokens[k] = t
             if progress:
                 progress(min(i + batch_size, len(texts)), len(texts))
-        return vectors
+        return vectors, [t for t in tokens if t is not None]
 
-    def _encode_torch_batch(self, batch: list[str]) -> np.ndarray:
-        return np.asarray(self._st.encode(batch, batch_size=len(batch), normalize_embeddings=True,
-                                          convert_to_numpy=True, show_progress_bar=False))
-
-    def _encode_onnx_batch(self, batch: list[str]) -> np.ndarray:
-        return self._run_onnx(self._onnx, batch)
+    def _encode_torch_batch(self, batch: list[str], tokens: bool = False) -> Batch:
+        if not tokens:
+            return np.asarray(self._st.encode(
+                batch, batch_size=len(batch), normalize_embeddings=True, convert_to_numpy=True,
+                show_progress_bar=False)), []
+        outputs = self._st.encode(batch, batch_size=len(batch), output_value=None,
+                                  normalize_embeddings=True, show_progress_bar=False)
+        vectors = np.stack([o["sentence_embedding"].float().numpy() for o in outputs])
+        special = np.asarray(self._st.tokenizer.all_special_ids, dtype=np.int64)
+        return vectors.astype(np.float32), [
+            _token_vectors(o["input_ids"].numpy(), o["attention_mask"].numpy(),
+                           o["token_embeddings"].float().numpy(), special) for o in outputs]
 
     def _encode_onnx_session(self, path: Path, texts: Sequence[str]) -> np.ndarray:
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return self._run_onnx(session, texts)
+        return self._run_onnx(session, texts)[0]
 
-    def _run_onnx(self, session: Any, texts: Sequence[str]) -> np.ndarray:
+    def _piece_text(self, piece_id: int) -> str:
+        if self._tokenizer is not None:
+            return str(self._tokenizer.id_to_token(piece_id))
+        return str(self._st.tokenizer.convert_ids_to_tokens(piece_id))
+
+    @cached_property
+    def _special_ids(self) -> np.ndarray:
+        """The ids the tokenizer adds around a text ([CLS], [SEP] for BERT-like models)."""
+        probe = self._tokenizer.encode("a")
+        return np.asarray([i for i, m in zip(probe.ids, probe.special_tokens_mask, strict=True)
+                           if m], dtype=np.int64)
+
+    def _run_onnx(self, session: Any, texts: Sequence[str], tokens: bool = False) -> Batch:
         encodings = self._tokenizer.encode_batch(list(texts))
         width = min(max(len(e.ids) for e in encodings), self.max_tokens)
         ids = np.zeros((len(texts), width), dtype=np.int64)
@@ -236,7 +291,21 @@ class Embedder:
         summed = (hidden * mask[..., None]).sum(axis=1)
         mean = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1)
         norms = np.linalg.norm(mean, axis=1, keepdims=True)
-        return (mean / np.maximum(norms, 1e-12)).astype(np.float32)
+        vectors = (mean / np.maximum(norms, 1e-12)).astype(np.float32)
+        if not tokens:
+            return vectors, []
+        special = self._special_ids
+        return vectors, [_token_vectors(ids[r], mask[r], hidden[r], special)
+                         for r in range(len(texts))]
+
+
+def _token_vectors(ids: np.ndarray, mask: np.ndarray, hidden: np.ndarray,
+                   special: np.ndarray) -> TokenVectors:
+    """One text's real word pieces (not padding, not [CLS]/[SEP]) with unit-length vectors."""
+    keep = (mask > 0) & ~np.isin(ids, special)
+    vectors = np.asarray(hidden[keep], dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return TokenVectors(ids[keep].astype(np.int32), vectors / np.maximum(norms, 1e-12))
 
 
 def _export_onnx(st_model: Any, path: Path) -> None:

@@ -3,6 +3,7 @@
 Two signals per sentence: embedding similarity to the question (sentence vectors are computed at
 index time, so this costs no model call) and the IDF-weighted share of the question's terms that the
 sentence contains. The reranker in ``retrieval`` and answer selection in ``answering`` share them.
+Also the question side of late interaction: which of its word pieces count, and how much.
 """
 
 from __future__ import annotations
@@ -75,6 +76,33 @@ def query_terms(reader: IndexReader, question: str,
     groups = tuple((frozenset(term_set(present) & wanted), frozenset(term_set(other)))
                    for present, other in aliases)
     return QueryTerms(weights, tuple(dict.fromkeys((g, o) for g, o in groups if g and o)))
+
+
+@dataclass(frozen=True)
+class LateQuery:
+    """The question's content word pieces for late interaction: unit vectors (one row each) and
+    IDF weights over the index's chunks."""
+
+    vectors: np.ndarray
+    weights: np.ndarray
+
+
+def late_query(reader: IndexReader, ids: Sequence[int], pieces: Sequence[str],
+               vectors: np.ndarray) -> LateQuery | None:
+    """Keep the pieces that carry content (not stopwords, not punctuation) and weight each by
+    its IDF, so that "Kazakh" counts for more than "security" in a corpus about security.
+    None when the question has no such piece or the index stores no token vectors."""
+    if not reader.has_token_vectors:
+        return None
+    keep = [n for n, piece in enumerate(pieces)
+            if piece.lower() not in terms.STOPWORDS and any(c.isalnum() for c in piece)]
+    if not keep:
+        return None
+    n_chunks = int(reader.manifest.get("counts", {}).get("chunks", 0))
+    df = reader.piece_frequencies([int(ids[n]) for n in keep])
+    weights = np.array([max(math.log((n_chunks + 1) / (df.get(int(ids[n]), 0) + 0.5)), 0.01)
+                        for n in keep], dtype=np.float32)
+    return LateQuery(np.ascontiguousarray(vectors[keep], dtype=np.float32), weights)
 
 
 class SentenceEvidence(NamedTuple):

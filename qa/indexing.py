@@ -70,6 +70,7 @@ def build_params(settings: Settings, model_key: str) -> dict[str, Any]:
         "chunk_overlap": settings.chunk_overlap,
         "encoding": chunking.ENCODING,
         "pipeline": PIPELINE_VERSION,
+        "late_interaction": bool(settings.late_interaction),
     }
 
 
@@ -149,8 +150,9 @@ def _build(settings: Settings, layout: store.Layout, sources: list[SourceFile],
     version = store.new_version()
     writer = store.BuildWriter(layout, version)
     try:
-        chunk_vectors, sentence_vectors, embedded = _write_rows_and_embed(
-            writer, prepared, layout, embedder, model_key, progress)
+        chunk_vectors, sentence_vectors, chunk_tokens, embedded = _write_rows_and_embed(
+            writer, prepared, layout, embedder, model_key, progress,
+            bool(settings.late_interaction))
         manifest = {
             "model": settings.model,
             "params": params,
@@ -160,7 +162,7 @@ def _build(settings: Settings, layout: store.Layout, sources: list[SourceFile],
             "counts": {"documents": len(prepared)},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        writer.finish(chunk_vectors, sentence_vectors, manifest)
+        writer.finish(chunk_vectors, sentence_vectors, manifest, chunk_tokens)
     except BaseException:
         writer.abort()
         raise
@@ -252,7 +254,8 @@ def _reuse(previous: store.IndexReader, doc_id: str) -> _PreparedDoc:
 
 def _write_rows_and_embed(writer: store.BuildWriter, prepared: list[_PreparedDoc],
                           layout: store.Layout, embedder: Any, model_key: str,
-                          progress: Progress | None) -> tuple[np.ndarray, np.ndarray, int]:
+                          progress: Progress | None, late_interaction: bool
+                          ) -> tuple[np.ndarray, np.ndarray, list[store.StoredTokens] | None, int]:
     texts: dict[str, str] = {}
     for doc in prepared:
         writer.add_document(doc.meta, doc.text, doc.raw, doc.raw_offsets, doc.page_starts,
@@ -267,12 +270,15 @@ def _write_rows_and_embed(writer: store.BuildWriter, prepared: list[_PreparedDoc
     writer.add_term_counts(_term_counts(doc.chunks for doc in prepared))
     chunk_keys = writer.content_keys("chunks")
     sentence_keys = writer.content_keys("sentences")
-    vectors, missing = _vectors_for(texts, layout, embedder, model_key, progress)
+    token_keys = set(chunk_keys) if late_interaction else set()
+    vectors, tokens, missing = _vectors_for(texts, token_keys, layout, embedder, model_key,
+                                            progress)
     embedded = len(missing.intersection(chunk_keys))
     dim = embedder.dimension
     chunk_vectors = _stack([vectors[k] for k in chunk_keys], dim)
     sentence_vectors = _stack([vectors[k] for k in sentence_keys], dim)
-    return chunk_vectors, sentence_vectors, embedded
+    chunk_tokens = [tokens[k] for k in chunk_keys] if late_interaction else None
+    return chunk_vectors, sentence_vectors, chunk_tokens, embedded
 
 
 def _term_counts(chunk_lists: Iterable[list[dict[str, Any]]]) -> dict[str, int]:
@@ -299,31 +305,44 @@ def _with_chunk_ids(doc: _PreparedDoc, first: int) -> list[tuple[int, int, str, 
     return out
 
 
-def _vectors_for(texts: dict[str, str], layout: store.Layout, embedder: Any, model_key: str,
-                 progress: Progress | None) -> tuple[dict[str, np.ndarray], set[str]]:
-    """Vectors for every key: from the cache, else embedded (and cached batch by batch).
-    Returns the vectors and the keys that had to be embedded."""
+def _vectors_for(texts: dict[str, str], token_keys: set[str], layout: store.Layout,
+                 embedder: Any, model_key: str, progress: Progress | None
+                 ) -> tuple[dict[str, np.ndarray], dict[str, store.StoredTokens], set[str]]:
+    """Vectors for every key, and token vectors for ``token_keys``: from the cache, else
+    embedded (and cached batch by batch). Returns both and the keys that had to be embedded."""
     if not texts:
-        return {}, set()
+        return {}, {}, set()
     cache = store.EmbeddingCache(layout.cache / "embeddings.sqlite", model_key,
                                  embedder.dimension)
     try:
         vectors = cache.get_many(list(texts))
+        tokens = cache.get_tokens(sorted(token_keys)) if token_keys else {}
         # Longest first, so that each batch holds texts of about one length and little of the
         # model's work goes to padding (model.encode sorts only within one call), and the
         # slowest batches are seen first by the progress bar's estimate.
-        missing = sorted((k for k in texts if k not in vectors), key=lambda k: -len(texts[k]))
+        missing = sorted((k for k in texts
+                          if k not in vectors or (k in token_keys and k not in tokens)),
+                         key=lambda k: -len(texts[k]))
         step = 256
         for i in range(0, len(missing), step):
             keys = missing[i:i + step]
-            batch = embedder.encode([texts[k] for k in keys], batch_size=32)
+            wanted = [k for k in keys if k in token_keys]
+            if wanted:  # the same forward pass gives the chunks' token vectors
+                batch, batch_tokens = embedder.encode_with_tokens([texts[k] for k in keys],
+                                                                  batch_size=32)
+                stored = {k: (t.ids, store.quantize_tokens(t.vectors))
+                          for k, t in zip(keys, batch_tokens, strict=True) if k in token_keys}
+                cache.put_tokens(list(stored.items()))
+                tokens.update(stored)
+            else:
+                batch = embedder.encode([texts[k] for k in keys], batch_size=32)
             cache.put_many(keys, batch)
             vectors.update(zip(keys, batch, strict=True))
             if progress:
                 progress("embedding", min(i + step, len(missing)), len(missing))
     finally:
         cache.close()
-    return vectors, set(missing)
+    return vectors, tokens, set(missing)
 
 
 def _stack(rows: list[np.ndarray], dim: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from qa import retrieval, store
+from qa import evidence, retrieval, store
 from qa.answering import compose_answer
 from qa.attribution import AuthorTable, author_table
 from qa.config import Settings
@@ -184,8 +184,13 @@ class QAService:
         filter_ids = self._clean_doc_ids(reader, doc_ids)
         query = retrieval.prepare_query(text, self._acronyms, self._authors)
         t0 = time.perf_counter()
+        late = None
         if mode == "lexical":
             vector = np.zeros((1, int(reader.manifest.get("dimension", 1))), dtype=np.float32)
+        elif (mode == "hybrid" and self.settings.rerank and self.settings.late_interaction
+              and reader.has_token_vectors):
+            vector, tokens = self.embedder.encode_query_with_tokens(query.dense_text)
+            late = evidence.late_query(reader, tokens.ids, tokens.pieces, tokens.vectors)
         else:
             vector = self.embedder.encode_query(query.dense_text)
         timings: dict[str, Any] = {"encode": _ms(t0)}
@@ -196,7 +201,7 @@ class QAService:
                                     rerank=bool(s.rerank))
         hits, _ = retrieval.search(reader, query, vector, k=k or s.top_k,
                                    candidates=s.candidates, weights=weights, mode=mode,
-                                   doc_ids=filter_ids)
+                                   doc_ids=filter_ids, late=late)
         timings["retrieve"] = _ms(t1)
         return hits, timings
 

@@ -36,6 +36,12 @@ FORMAT_VERSION = 1
 FAISS_FILE = "vectors.faiss"
 SENTENCE_FILE = "sentences.npy"
 DB_FILE = "chunks.sqlite"
+# Late interaction: every chunk's word-piece vectors, int8 (unit vectors times TOKEN_SCALE), one
+# flat matrix with each chunk's first row in TOKEN_OFFSETS_FILE (chunk FAISS id order, n + 1
+# entries). About 100 KB a chunk with a 384-dimension model; optional (`late_interaction`).
+TOKEN_FILE = "tokens.npy"
+TOKEN_OFFSETS_FILE = "token_offsets.npy"
+TOKEN_SCALE = 127.0
 MANIFEST_FILE = "manifest.json"
 KEEP_BUILDS = 3
 HNSW_THRESHOLD = 200_000
@@ -77,7 +83,16 @@ CREATE TABLE sentences (
 CREATE INDEX sentences_doc ON sentences(doc_id, start);
 CREATE TABLE acronyms (short TEXT NOT NULL, long TEXT NOT NULL, doc_id TEXT NOT NULL);
 CREATE TABLE term_df (term TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE piece_df (piece INTEGER PRIMARY KEY, df INTEGER NOT NULL);
 """
+
+StoredTokens = tuple[np.ndarray, np.ndarray]  # word-piece ids (int32), vectors (int8, n x dim)
+
+
+def quantize_tokens(vectors: np.ndarray) -> np.ndarray:
+    """Unit-length float token vectors as int8 (cosines keep about two decimal places)."""
+    return np.clip(np.rint(np.asarray(vectors) * TOKEN_SCALE), -127, 127).astype(np.int8)
+
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,6 +220,10 @@ class EmbeddingCache:
             "CREATE TABLE IF NOT EXISTS vectors (model TEXT, key TEXT, vector BLOB, "
             "PRIMARY KEY (model, key))"
         )
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS tokens (model TEXT, key TEXT, ids BLOB, vectors BLOB, "
+            "PRIMARY KEY (model, key))"
+        )
 
     def get_many(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
@@ -228,6 +247,31 @@ class EmbeddingCache:
                 "INSERT OR REPLACE INTO vectors (model, key, vector) VALUES (?, ?, ?)",
                 [(self.model_key, k, np.asarray(v, dtype=np.float32).tobytes())
                  for k, v in zip(keys, vectors, strict=True)],
+            )
+
+    def get_tokens(self, keys: Sequence[str]) -> dict[str, StoredTokens]:
+        found: dict[str, StoredTokens] = {}
+        unique = list(dict.fromkeys(keys))
+        for i in range(0, len(unique), 500):
+            batch = unique[i:i + 500]
+            marks = ",".join("?" * len(batch))
+            rows = self.db.execute(
+                f"SELECT key, ids, vectors FROM tokens WHERE model = ? AND key IN ({marks})",
+                [self.model_key, *batch],
+            )
+            for key, ids_blob, vectors_blob in rows:
+                ids = np.frombuffer(ids_blob, dtype=np.int32)
+                vectors = np.frombuffer(vectors_blob, dtype=np.int8)
+                if vectors.size == ids.size * self.dimension:
+                    found[key] = (ids, vectors.reshape(ids.size, self.dimension))
+        return found
+
+    def put_tokens(self, items: Sequence[tuple[str, StoredTokens]]) -> None:
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO tokens (model, key, ids, vectors) VALUES (?, ?, ?, ?)",
+                [(self.model_key, k, np.asarray(ids, dtype=np.int32).tobytes(),
+                  np.asarray(vectors, dtype=np.int8).tobytes()) for k, (ids, vectors) in items],
             )
 
     def close(self) -> None:
@@ -304,10 +348,18 @@ class BuildWriter:
         return [k for (k,) in self.db.execute(f"SELECT content_key FROM {table} ORDER BY rowid")]
 
     def finish(self, chunk_vectors: np.ndarray, sentence_vectors: np.ndarray,
-               manifest: dict[str, Any]) -> Path:
-        """Write vectors and manifest, fsync, verify, publish. Returns the published directory."""
+               manifest: dict[str, Any], chunk_tokens: Sequence[StoredTokens] | None = None
+               ) -> Path:
+        """Write vectors (and each chunk's token vectors, when given) and the manifest, fsync,
+        verify, publish. Returns the published directory."""
         if chunk_vectors.shape[0] != self._next_chunk:
             raise IndexCorruptError("vector count does not match chunk count (bug)")
+        names = [FAISS_FILE, SENTENCE_FILE, DB_FILE]
+        if chunk_tokens is not None:
+            if len(chunk_tokens) != self._next_chunk:
+                raise IndexCorruptError("token vector count does not match chunk count (bug)")
+            self._write_tokens(chunk_tokens, int(chunk_vectors.shape[1]))
+            names[2:2] = [TOKEN_FILE, TOKEN_OFFSETS_FILE]
         self.db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')")
         self.db.commit()
         self.db.execute("PRAGMA journal_mode=DELETE")
@@ -321,14 +373,13 @@ class BuildWriter:
             "index_type": index_type,
             "counts": {**manifest.get("counts", {}), "chunks": int(chunk_vectors.shape[0]),
                        "sentences": int(sentence_vectors.shape[0])},
-            "files": {name: _sha256(self.tmp / name)
-                      for name in (FAISS_FILE, SENTENCE_FILE, DB_FILE)},
+            "files": {name: _sha256(self.tmp / name) for name in names},
             "samples": {name: {"size": (self.tmp / name).stat().st_size,
                                "sha256": _sampled_sha256(self.tmp / name)}
-                        for name in (FAISS_FILE, SENTENCE_FILE, DB_FILE)},
+                        for name in names},
         }
         (self.tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        for name in (FAISS_FILE, SENTENCE_FILE, DB_FILE, MANIFEST_FILE):
+        for name in (*names, MANIFEST_FILE):
             _fsync(self.tmp / name)
         # Counts, dimensions and the load-time file checks (the digests were computed just above
         # from these very files, so hashing large ones whole again would only double the I/O).
@@ -338,6 +389,25 @@ class BuildWriter:
         _fsync_dir(self.layout.builds)
         publish(self.layout, self.version)
         return final
+
+    def _write_tokens(self, chunk_tokens: Sequence[StoredTokens], dim: int) -> None:
+        """The flat token matrix, each chunk's offset into it, and every word piece's chunk
+        frequency (for weighting a question's pieces)."""
+        lengths = np.fromiter((ids.size for ids, _ in chunk_tokens), dtype=np.int64,
+                              count=len(chunk_tokens))
+        offsets = np.zeros(len(chunk_tokens) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        matrix = np.lib.format.open_memmap(self.tmp / TOKEN_FILE, mode="w+", dtype=np.int8,
+                                           shape=(int(offsets[-1]), dim))
+        df: dict[int, int] = {}
+        for (ids, vectors), start in zip(chunk_tokens, offsets[:-1].tolist(), strict=True):
+            matrix[start:start + ids.size] = vectors
+            for piece in np.unique(ids).tolist():
+                df[piece] = df.get(piece, 0) + 1
+        matrix.flush()
+        del matrix
+        np.save(self.tmp / TOKEN_OFFSETS_FILE, offsets)
+        self.db.executemany("INSERT INTO piece_df VALUES (?, ?)", sorted(df.items()))
 
     def abort(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -431,6 +501,26 @@ class IndexReader:
                 "run `qa index --full`")
         if self.faiss.ntotal and self.faiss.d != self.manifest.get("dimension"):
             raise IndexCorruptError(f"{build_dir}: vector dimension differs from manifest")
+        self.token_vectors: np.ndarray | None = None
+        self.token_offsets: np.ndarray | None = None
+        if TOKEN_FILE in self.manifest.get("files", {}):
+            self._load_tokens(n_rows)
+
+    def _load_tokens(self, n_rows: int) -> None:
+        try:
+            vectors = np.load(self.dir / TOKEN_FILE, mmap_mode="r")
+            offsets = np.load(self.dir / TOKEN_OFFSETS_FILE)
+        except (ValueError, OSError) as e:
+            raise IndexCorruptError(f"cannot load {self.dir}: {e}; run `qa index --full`") from e
+        if (offsets.shape != (n_rows + 1,) or vectors.ndim != 2 or int(offsets[-1]) !=
+                vectors.shape[0] or (n_rows and vectors.shape[1] != self.faiss.d)):
+            raise IndexCorruptError(f"{self.dir}: token vectors do not match the chunks; "
+                                    "run `qa index --full`")
+        self.token_vectors, self.token_offsets = vectors, offsets
+
+    @property
+    def has_token_vectors(self) -> bool:
+        return self.token_vectors is not None
 
     # SQLite connections are per thread: sqlite3 objects must not cross threads.
     @property
@@ -566,6 +656,39 @@ class IndexReader:
             'AND s."end" <= c."end" '
             f"WHERE c.rowid IN ({marks}) ORDER BY c.rowid, s.start", list(rowids))
         return [(int(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4])) for r in rows]
+
+    def piece_frequencies(self, pieces: Sequence[int]) -> dict[int, int]:
+        """Chunk document frequency of each word-piece id (absent pieces are left out)."""
+        if not pieces:
+            return {}
+        unique = sorted(set(pieces))
+        marks = ",".join("?" * len(unique))
+        rows = self.db.execute(f"SELECT piece, df FROM piece_df WHERE piece IN ({marks})", unique)
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    def late_interaction(self, query: np.ndarray, weights: np.ndarray,
+                         rowids: Sequence[int]) -> dict[int, float]:
+        """For each chunk, the weighted mean over the question's token vectors (``query``, unit
+        rows) of the best cosine with any of the chunk's token vectors (MaxSim)."""
+        if self.token_vectors is None or self.token_offsets is None or not len(query):
+            return {}
+        offsets = self.token_offsets
+        ids = np.asarray(sorted(set(rowids)), dtype=np.int64)  # memmap reads in ascending order
+        starts, ends = offsets[ids], offsets[ids + 1]
+        filled = ends > starts
+        ids, starts, ends = ids[filled], starts[filled], ends[filled]
+        if not len(ids):
+            return {}
+        tokens = np.concatenate([self.token_vectors[s:e] for s, e in
+                                 zip(starts.tolist(), ends.tolist(), strict=True)])
+        sims = np.asarray(query, dtype=np.float32) @ tokens.astype(np.float32).T
+        bounds = np.concatenate(([0], np.cumsum(ends - starts)[:-1]))
+        best = np.maximum.reduceat(sims, bounds, axis=1)  # (query pieces, chunks)
+        w = np.asarray(weights, dtype=np.float32)
+        if float(w.sum()) <= 0:
+            return {}
+        scores = (w @ best) / (float(w.sum()) * TOKEN_SCALE)
+        return dict(zip(ids.tolist(), scores.tolist(), strict=True))
 
     def term_frequencies(self, terms: Sequence[str]) -> dict[str, int]:
         """Chunk document frequency of each stemmed term (absent terms are left out)."""

@@ -7,7 +7,7 @@ import pytest
 from qa.answering import is_answer_candidate
 from qa.answertype import expected_answer_type
 from qa.evidence import SentenceEvidence
-from qa.retrieval import POOL_PER_RETRIEVER, _pool, _rerank
+from qa.retrieval import POOL_PER_RETRIEVER, W_LATE_INTERACTION, _pool, _rerank
 
 
 @pytest.mark.parametrize(("sentence", "expected"), [
@@ -52,3 +52,13 @@ def test_rerank_prefers_the_passage_holding_the_expected_answer_type() -> None:
     assert plain[1] == plain[2]
     typed = _rerank([1, 2], dense, lexical, found, expected_answer_type("When was it signed?"))
     assert typed[2] > typed[1] == plain[1]
+
+
+def test_rerank_adds_late_interaction() -> None:
+    text = "The accord was signed by the member states."
+    found = {r: [SentenceEvidence(r, r, 0, len(text), text, 0.6, 0.5)] for r in (1, 2)}
+    dense, lexical = {1: 0.5, 2: 0.5}, {1: 3.0, 2: 3.0}
+    plain = _rerank([1, 2], dense, lexical, found)
+    late = _rerank([1, 2], dense, lexical, found, late={1: 0.4, 2: 0.7})
+    assert late[1] == pytest.approx(plain[1] + W_LATE_INTERACTION * 0.4)
+    assert late[2] == pytest.approx(plain[2] + W_LATE_INTERACTION * 0.7)

