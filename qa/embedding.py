@@ -36,10 +36,11 @@ ONNX_MIN_COSINE = 0.9999
 @dataclass(frozen=True)
 class TokenVectors:
     """One text's word pieces as the model saw them, without [CLS], [SEP] and padding: their ids
-    (int32), their unit-length contextual vectors (float32, one row per id) and, for questions,
-    their text (empty for passages, which store only ids and vectors)."""
+    (int32), where each starts in the text (int32 character offsets), their unit-length
+    contextual vectors (float32, one row per id) and, for questions, their text."""
 
     ids: np.ndarray
+    starts: np.ndarray
     vectors: np.ndarray
     pieces: tuple[str, ...] = ()
 
@@ -213,8 +214,9 @@ class Embedder:
     def encode_query_with_tokens(self, text: str) -> tuple[np.ndarray, TokenVectors]:
         """A (1, dim) unit vector for one question, and its token vectors with their text."""
         vectors, tokens = self.encode_with_tokens([text], batch_size=1)
-        return vectors, TokenVectors(tokens[0].ids, tokens[0].vectors,
-                                     tuple(self._piece_text(int(i)) for i in tokens[0].ids))
+        t = tokens[0]
+        return vectors, TokenVectors(t.ids, t.starts, t.vectors,
+                                     tuple(self._piece_text(int(i)) for i in t.ids))
 
     def _encode(self, texts: Sequence[str], batch_size: int, progress: Progress | None,
                 tokens: bool) -> Batch:
@@ -253,9 +255,19 @@ class Embedder:
                                   normalize_embeddings=True, show_progress_bar=False)
         vectors = np.stack([o["sentence_embedding"].float().numpy() for o in outputs])
         special = np.asarray(self._st.tokenizer.all_special_ids, dtype=np.int64)
-        return vectors.astype(np.float32), [
-            _token_vectors(o["input_ids"].numpy(), o["attention_mask"].numpy(),
-                           o["token_embeddings"].float().numpy(), special) for o in outputs]
+        offsets = self._st.tokenizer(batch, truncation=True, max_length=self.max_tokens,
+                                     return_offsets_mapping=True)
+        found: list[TokenVectors] = []
+        for n, o in enumerate(outputs):
+            ids = o["input_ids"].numpy()
+            width = len(offsets["input_ids"][n])
+            if ids[:width].tolist() != offsets["input_ids"][n]:
+                raise RuntimeError("tokenizer offsets do not match the model's input (bug)")
+            starts = np.zeros(len(ids), dtype=np.int64)
+            starts[:width] = [a for a, _ in offsets["offset_mapping"][n]]
+            found.append(_token_vectors(ids, starts, o["attention_mask"].numpy(),
+                                        o["token_embeddings"].float().numpy(), special))
+        return vectors.astype(np.float32), found
 
     def _encode_onnx_session(self, path: Path, texts: Sequence[str]) -> np.ndarray:
         import onnxruntime as ort
@@ -280,9 +292,11 @@ class Embedder:
         width = min(max(len(e.ids) for e in encodings), self.max_tokens)
         ids = np.zeros((len(texts), width), dtype=np.int64)
         mask = np.zeros_like(ids)
+        starts = np.zeros_like(ids)
         for row, e in enumerate(encodings):
             n = min(len(e.ids), width)
             ids[row, :n] = e.ids[:n]
+            starts[row, :n] = [a for a, _ in e.offsets[:n]]
             if n < len(e.ids):  # truncated like sentence-transformers: keep the final [SEP]
                 ids[row, n - 1] = e.ids[-1]
             mask[row, :n] = 1
@@ -295,17 +309,18 @@ class Embedder:
         if not tokens:
             return vectors, []
         special = self._special_ids
-        return vectors, [_token_vectors(ids[r], mask[r], hidden[r], special)
+        return vectors, [_token_vectors(ids[r], starts[r], mask[r], hidden[r], special)
                          for r in range(len(texts))]
 
 
-def _token_vectors(ids: np.ndarray, mask: np.ndarray, hidden: np.ndarray,
+def _token_vectors(ids: np.ndarray, starts: np.ndarray, mask: np.ndarray, hidden: np.ndarray,
                    special: np.ndarray) -> TokenVectors:
     """One text's real word pieces (not padding, not [CLS]/[SEP]) with unit-length vectors."""
     keep = (mask > 0) & ~np.isin(ids, special)
     vectors = np.asarray(hidden[keep], dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return TokenVectors(ids[keep].astype(np.int32), vectors / np.maximum(norms, 1e-12))
+    return TokenVectors(ids[keep].astype(np.int32), starts[keep].astype(np.int32),
+                        vectors / np.maximum(norms, 1e-12))
 
 
 def _export_onnx(st_model: Any, path: Path) -> None:

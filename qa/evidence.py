@@ -117,6 +117,7 @@ class SentenceEvidence(NamedTuple):
     text: str
     similarity: float
     coverage: float
+    late: float = 0.0  # late interaction with the question, for the sentences of returned hits
 
 
 def gather(reader: IndexReader, rows: dict[int, dict[str, Any]], query_vector: np.ndarray,

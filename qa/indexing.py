@@ -227,8 +227,13 @@ def chunk_embed_text(chunk: dict[str, Any], acronyms: list[tuple[str, str]]) -> 
     """What the encoder sees for a chunk: its header line, then its text with the long forms of
     the acronyms it uses (as defined in its own document, so that adding a document never
     changes another's vectors). The chunk text itself always fits the model's window; a long
-    gloss may be cut at the end."""
+    gloss may be cut at the end. The text starts at ``chunk_text_offset(chunk)``."""
     return f"{chunk['header']}\n{gloss(chunk['text'], acronyms)}"
+
+
+def chunk_text_offset(chunk: dict[str, Any]) -> int:
+    """Where the chunk's own text starts in ``chunk_embed_text``."""
+    return len(chunk["header"]) + 1
 
 
 def sentence_embed_text(text: str, start: int, end: int,
@@ -257,6 +262,7 @@ def _write_rows_and_embed(writer: store.BuildWriter, prepared: list[_PreparedDoc
                           progress: Progress | None, late_interaction: bool
                           ) -> tuple[np.ndarray, np.ndarray, list[store.StoredTokens] | None, int]:
     texts: dict[str, str] = {}
+    text_offsets: dict[str, int] = {}
     for doc in prepared:
         writer.add_document(doc.meta, doc.text, doc.raw, doc.raw_offsets, doc.page_starts,
                             doc.sections, len(doc.chunks))
@@ -265,6 +271,7 @@ def _write_rows_and_embed(writer: store.BuildWriter, prepared: list[_PreparedDoc
         writer.add_acronyms(doc.meta["doc_id"], doc.acronyms)
         for c in doc.chunks:
             texts[c["content_key"]] = chunk_embed_text(c, doc.acronyms)
+            text_offsets[c["content_key"]] = chunk_text_offset(c)
         for start, end, key in doc.sentences:
             texts[key] = sentence_embed_text(doc.text, start, end, doc.acronyms)
     writer.add_term_counts(_term_counts(doc.chunks for doc in prepared))
@@ -277,7 +284,11 @@ def _write_rows_and_embed(writer: store.BuildWriter, prepared: list[_PreparedDoc
     dim = embedder.dimension
     chunk_vectors = _stack([vectors[k] for k in chunk_keys], dim)
     sentence_vectors = _stack([vectors[k] for k in sentence_keys], dim)
-    chunk_tokens = [tokens[k] for k in chunk_keys] if late_interaction else None
+    # Piece offsets are cached relative to the embedded text; the build stores them relative to
+    # the chunk text, where sentences are found (header pieces come out negative).
+    chunk_tokens = ([(ids, starts - text_offsets[k], vectors)
+                     for k in chunk_keys for ids, starts, vectors in [tokens[k]]]
+                    if late_interaction else None)
     return chunk_vectors, sentence_vectors, chunk_tokens, embedded
 
 
@@ -330,7 +341,7 @@ def _vectors_for(texts: dict[str, str], token_keys: set[str], layout: store.Layo
             if wanted:  # the same forward pass gives the chunks' token vectors
                 batch, batch_tokens = embedder.encode_with_tokens([texts[k] for k in keys],
                                                                   batch_size=32)
-                stored = {k: (t.ids, store.quantize_tokens(t.vectors))
+                stored = {k: (t.ids, t.starts, store.quantize_tokens(t.vectors))
                           for k, t in zip(keys, batch_tokens, strict=True) if k in token_keys}
                 cache.put_tokens(list(stored.items()))
                 tokens.update(stored)

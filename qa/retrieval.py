@@ -149,10 +149,17 @@ def search(reader: IndexReader, query: Query, query_vector: np.ndarray, *, k: in
         row = rows.get(rowid)
         if row is None or _overlaps_taken(row, hits):
             continue
+        sentences = found.get(rowid, [])
+        if late is not None and sentences:
+            per_sentence = reader.sentence_late_interaction(
+                late.vectors, late.weights, rowid, row["start"],
+                [(s.sentence_id, s.start, s.end) for s in sentences])
+            sentences = [s._replace(late=per_sentence.get(s.sentence_id, 0.0))
+                         for s in sentences]
         hits.append(Hit(rowid, row["chunk_id"], row["doc_id"], row["title"], row["start"],
                         row["end"], row["text"], row["section"], row["page"],
                         round(scores[rowid], 6), _opt_round(dense_score.get(rowid)),
-                        _opt_round(lexical_score.get(rowid)), tuple(found.get(rowid, ()))))
+                        _opt_round(lexical_score.get(rowid)), tuple(sentences)))
         if len(hits) == k:
             break
     return hits, qterms

@@ -38,9 +38,12 @@ SENTENCE_FILE = "sentences.npy"
 DB_FILE = "chunks.sqlite"
 # Late interaction: every chunk's word-piece vectors, int8 (unit vectors times TOKEN_SCALE), one
 # flat matrix with each chunk's first row in TOKEN_OFFSETS_FILE (chunk FAISS id order, n + 1
-# entries). About 100 KB a chunk with a 384-dimension model; optional (`late_interaction`).
+# entries), and where each piece starts in its chunk's text (TOKEN_STARTS_FILE, int32; negative
+# for the header line the encoder also saw). About 75 KB a chunk with a 384-dimension model;
+# optional (`late_interaction`).
 TOKEN_FILE = "tokens.npy"
 TOKEN_OFFSETS_FILE = "token_offsets.npy"
+TOKEN_STARTS_FILE = "token_starts.npy"
 TOKEN_SCALE = 127.0
 MANIFEST_FILE = "manifest.json"
 KEEP_BUILDS = 3
@@ -86,7 +89,8 @@ CREATE TABLE term_df (term TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE piece_df (piece INTEGER PRIMARY KEY, df INTEGER NOT NULL);
 """
 
-StoredTokens = tuple[np.ndarray, np.ndarray]  # word-piece ids (int32), vectors (int8, n x dim)
+# Word-piece ids (int32), their start offsets (int32), their vectors (int8, n x dim).
+StoredTokens = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def quantize_tokens(vectors: np.ndarray) -> np.ndarray:
@@ -221,8 +225,8 @@ class EmbeddingCache:
             "PRIMARY KEY (model, key))"
         )
         self.db.execute(
-            "CREATE TABLE IF NOT EXISTS tokens (model TEXT, key TEXT, ids BLOB, vectors BLOB, "
-            "PRIMARY KEY (model, key))"
+            "CREATE TABLE IF NOT EXISTS token_vectors (model TEXT, key TEXT, ids BLOB, "
+            "starts BLOB, vectors BLOB, PRIMARY KEY (model, key))"
         )
 
     def get_many(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
@@ -256,22 +260,26 @@ class EmbeddingCache:
             batch = unique[i:i + 500]
             marks = ",".join("?" * len(batch))
             rows = self.db.execute(
-                f"SELECT key, ids, vectors FROM tokens WHERE model = ? AND key IN ({marks})",
-                [self.model_key, *batch],
+                f"SELECT key, ids, starts, vectors FROM token_vectors WHERE model = ? "
+                f"AND key IN ({marks})", [self.model_key, *batch],
             )
-            for key, ids_blob, vectors_blob in rows:
+            for key, ids_blob, starts_blob, vectors_blob in rows:
                 ids = np.frombuffer(ids_blob, dtype=np.int32)
+                starts = np.frombuffer(starts_blob, dtype=np.int32)
                 vectors = np.frombuffer(vectors_blob, dtype=np.int8)
-                if vectors.size == ids.size * self.dimension:
-                    found[key] = (ids, vectors.reshape(ids.size, self.dimension))
+                if vectors.size == ids.size * self.dimension and starts.size == ids.size:
+                    found[key] = (ids, starts, vectors.reshape(ids.size, self.dimension))
         return found
 
     def put_tokens(self, items: Sequence[tuple[str, StoredTokens]]) -> None:
         with self.db:
             self.db.executemany(
-                "INSERT OR REPLACE INTO tokens (model, key, ids, vectors) VALUES (?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO token_vectors (model, key, ids, starts, vectors) "
+                "VALUES (?, ?, ?, ?, ?)",
                 [(self.model_key, k, np.asarray(ids, dtype=np.int32).tobytes(),
-                  np.asarray(vectors, dtype=np.int8).tobytes()) for k, (ids, vectors) in items],
+                  np.asarray(starts, dtype=np.int32).tobytes(),
+                  np.asarray(vectors, dtype=np.int8).tobytes())
+                 for k, (ids, starts, vectors) in items],
             )
 
     def close(self) -> None:
@@ -359,7 +367,7 @@ class BuildWriter:
             if len(chunk_tokens) != self._next_chunk:
                 raise IndexCorruptError("token vector count does not match chunk count (bug)")
             self._write_tokens(chunk_tokens, int(chunk_vectors.shape[1]))
-            names[2:2] = [TOKEN_FILE, TOKEN_OFFSETS_FILE]
+            names[2:2] = [TOKEN_FILE, TOKEN_OFFSETS_FILE, TOKEN_STARTS_FILE]
         self.db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')")
         self.db.commit()
         self.db.execute("PRAGMA journal_mode=DELETE")
@@ -393,20 +401,24 @@ class BuildWriter:
     def _write_tokens(self, chunk_tokens: Sequence[StoredTokens], dim: int) -> None:
         """The flat token matrix, each chunk's offset into it, and every word piece's chunk
         frequency (for weighting a question's pieces)."""
-        lengths = np.fromiter((ids.size for ids, _ in chunk_tokens), dtype=np.int64,
+        lengths = np.fromiter((ids.size for ids, _, _ in chunk_tokens), dtype=np.int64,
                               count=len(chunk_tokens))
         offsets = np.zeros(len(chunk_tokens) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         matrix = np.lib.format.open_memmap(self.tmp / TOKEN_FILE, mode="w+", dtype=np.int8,
                                            shape=(int(offsets[-1]), dim))
+        starts = np.zeros(int(offsets[-1]), dtype=np.int32)
         df: dict[int, int] = {}
-        for (ids, vectors), start in zip(chunk_tokens, offsets[:-1].tolist(), strict=True):
+        for (ids, piece_starts, vectors), start in zip(chunk_tokens, offsets[:-1].tolist(),
+                                                       strict=True):
             matrix[start:start + ids.size] = vectors
+            starts[start:start + ids.size] = piece_starts
             for piece in np.unique(ids).tolist():
                 df[piece] = df.get(piece, 0) + 1
         matrix.flush()
         del matrix
         np.save(self.tmp / TOKEN_OFFSETS_FILE, offsets)
+        np.save(self.tmp / TOKEN_STARTS_FILE, starts)
         self.db.executemany("INSERT INTO piece_df VALUES (?, ?)", sorted(df.items()))
 
     def abort(self) -> None:
@@ -503,6 +515,7 @@ class IndexReader:
             raise IndexCorruptError(f"{build_dir}: vector dimension differs from manifest")
         self.token_vectors: np.ndarray | None = None
         self.token_offsets: np.ndarray | None = None
+        self.token_starts: np.ndarray | None = None
         if TOKEN_FILE in self.manifest.get("files", {}):
             self._load_tokens(n_rows)
 
@@ -510,13 +523,15 @@ class IndexReader:
         try:
             vectors = np.load(self.dir / TOKEN_FILE, mmap_mode="r")
             offsets = np.load(self.dir / TOKEN_OFFSETS_FILE)
+            starts = np.load(self.dir / TOKEN_STARTS_FILE, mmap_mode="r")
         except (ValueError, OSError) as e:
             raise IndexCorruptError(f"cannot load {self.dir}: {e}; run `qa index --full`") from e
         if (offsets.shape != (n_rows + 1,) or vectors.ndim != 2 or int(offsets[-1]) !=
-                vectors.shape[0] or (n_rows and vectors.shape[1] != self.faiss.d)):
+                vectors.shape[0] or starts.shape != (vectors.shape[0],)
+                or (n_rows and vectors.shape[1] != self.faiss.d)):
             raise IndexCorruptError(f"{self.dir}: token vectors do not match the chunks; "
                                     "run `qa index --full`")
-        self.token_vectors, self.token_offsets = vectors, offsets
+        self.token_vectors, self.token_offsets, self.token_starts = vectors, offsets, starts
 
     @property
     def has_token_vectors(self) -> bool:
@@ -689,6 +704,31 @@ class IndexReader:
             return {}
         scores = (w @ best) / (float(w.sum()) * TOKEN_SCALE)
         return dict(zip(ids.tolist(), scores.tolist(), strict=True))
+
+    def sentence_late_interaction(self, query: np.ndarray, weights: np.ndarray, rowid: int,
+                                  chunk_start: int, spans: Sequence[tuple[int, int, int]]
+                                  ) -> dict[int, float]:
+        """``late_interaction`` of each sentence (id, start, end in document offsets) of one
+        chunk that starts at ``chunk_start``, over the chunk's pieces that start inside it."""
+        if (self.token_vectors is None or self.token_offsets is None
+                or self.token_starts is None or not len(query) or not spans):
+            return {}
+        first, last = int(self.token_offsets[rowid]), int(self.token_offsets[rowid + 1])
+        if first == last:
+            return {}
+        w = np.asarray(weights, dtype=np.float32)
+        total = float(w.sum()) * TOKEN_SCALE
+        if total <= 0:
+            return {}
+        starts = np.asarray(self.token_starts[first:last]) + chunk_start
+        sims = (np.asarray(query, dtype=np.float32)
+                @ np.asarray(self.token_vectors[first:last], dtype=np.float32).T)
+        out = {}
+        for sentence_id, start, end in spans:
+            inside = (starts >= start) & (starts < end)
+            if inside.any():
+                out[sentence_id] = float(w @ sims[:, inside].max(axis=1)) / total
+        return out
 
     def term_frequencies(self, terms: Sequence[str]) -> dict[str, int]:
         """Chunk document frequency of each stemmed term (absent terms are left out)."""

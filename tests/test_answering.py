@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from qa.answering import is_answer_candidate
+from qa.answering import LATE_INTERACTION_WEIGHT, compose_answer, is_answer_candidate
 from qa.answertype import expected_answer_type
 from qa.evidence import SentenceEvidence
-from qa.retrieval import POOL_PER_RETRIEVER, W_LATE_INTERACTION, _pool, _rerank
+from qa.retrieval import POOL_PER_RETRIEVER, W_LATE_INTERACTION, Hit, _pool, _rerank
 
 
 @pytest.mark.parametrize(("sentence", "expected"), [
@@ -62,3 +62,30 @@ def test_rerank_adds_late_interaction() -> None:
     late = _rerank([1, 2], dense, lexical, found, late={1: 0.4, 2: 0.7})
     assert late[1] == pytest.approx(plain[1] + W_LATE_INTERACTION * 0.4)
     assert late[2] == pytest.approx(plain[2] + W_LATE_INTERACTION * 0.7)
+
+
+class _Text:
+    """The one store method answer composition reads: the stored slice it cites."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def text_slice(self, doc_id: str, start: int, end: int) -> str:
+        return self.text[start:end]
+
+
+def test_answer_prefers_the_sentence_with_more_late_interaction() -> None:
+    first, second = "The forum met in Shanghai in 2021.", "The forum elected a new chair."
+    text = f"{first} {second}"
+    spans = [(first, 0), (second, len(first) + 1)]
+
+    def hit(late: tuple[float, float]) -> Hit:
+        evidence = tuple(SentenceEvidence(1, n, start, start + len(s), s, 0.5, 0.5, late[n])
+                         for n, (s, start) in enumerate(spans))
+        return Hit(1, "d#0", "d", "D", 0, len(text), text, None, None, 1.0, 0.5, 1.0, evidence)
+
+    for late, expected in (((0.2, 0.6), second), ((0.6, 0.2), first)):
+        answer = compose_answer(_Text(text), "What did the forum do?", [hit(late)],  # type: ignore[arg-type]
+                                threshold=0.1, max_sentences=1)
+        assert answer.sentences[0].text == expected
+    assert LATE_INTERACTION_WEIGHT > 0

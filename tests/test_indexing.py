@@ -400,14 +400,16 @@ def test_document_becoming_unreadable_counts_as_removed(settings: Settings,
     assert result.removed == 1
 
 
-def _tokens_by_chunk(settings: Settings) -> dict[str, np.ndarray]:
-    """Each published chunk's stored token vectors, by content key."""
+def _tokens_by_chunk(settings: Settings) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each published chunk's stored token vectors and piece starts, by content key."""
     reader = store.open_current(settings.index_dir)
     try:
         assert reader.token_vectors is not None and reader.token_offsets is not None
+        assert reader.token_starts is not None
         keys = _keys(settings, "chunks")
         offsets = reader.token_offsets
-        return {k: np.array(reader.token_vectors[offsets[i]:offsets[i + 1]])
+        return {k: (np.array(reader.token_vectors[offsets[i]:offsets[i + 1]]),
+                    np.array(reader.token_starts[offsets[i]:offsets[i + 1]]))
                 for i, k in enumerate(keys)}
     finally:
         reader.close()
@@ -421,17 +423,23 @@ def test_token_vectors_follow_their_chunks(settings: Settings, embedder: Embedde
     result = _build(settings, embedder)
     assert result.embedded == len(_keys(settings, "chunks", "pamir-glacier"))
     after = _tokens_by_chunk(settings)
-    for key, vectors in before.items():
-        np.testing.assert_array_equal(after[key], vectors)
+    for key, (vectors, starts) in before.items():
+        np.testing.assert_array_equal(after[key][0], vectors)
+        np.testing.assert_array_equal(after[key][1], starts)
     reader = store.open_current(settings.index_dir)
     try:
         for row in reader.document_chunks("pamir-glacier"):
             text = chunk_embed_text(row, reader.document_acronyms("pamir-glacier"))
             _, tokens = embedder.encode_with_tokens([text])
             fresh = store.quantize_tokens(tokens[0].vectors).astype(np.int16)
-            stored = after[row["content_key"]].astype(np.int16)
+            stored, starts = after[row["content_key"]]
             assert stored.shape == fresh.shape
-            assert int(np.abs(stored - fresh).max()) <= 1  # batch padding moves the last bit
+            assert int(np.abs(stored.astype(np.int16) - fresh).max()) <= 1  # batch padding
+            # Starts are offsets into the chunk's text: its pieces spell it out in order.
+            inside = starts[starts >= 0]
+            assert inside[0] == 0 and list(inside) == sorted(inside)
+            assert all(not row["text"][s].isspace() for s in inside if s < len(row["text"]))
+            assert (starts < 0).sum() >= 1  # the header line the encoder saw first
     finally:
         reader.close()
 

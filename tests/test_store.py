@@ -57,8 +57,8 @@ def test_published_layout_and_manifest(built_tiny: Settings) -> None:
     version = (index / "CURRENT").read_text().strip()
     build = index / "builds" / version
     assert {p.name for p in build.iterdir()} == {
-        "vectors.faiss", "sentences.npy", "tokens.npy", "token_offsets.npy", "chunks.sqlite",
-        "manifest.json"}
+        "vectors.faiss", "sentences.npy", "tokens.npy", "token_offsets.npy", "token_starts.npy",
+        "chunks.sqlite", "manifest.json"}
     manifest = json.loads((build / "manifest.json").read_text())
     assert manifest["version"] == version
     assert manifest["format"] == store.FORMAT_VERSION
@@ -72,7 +72,7 @@ def test_published_layout_and_manifest(built_tiny: Settings) -> None:
     sources, _ = discover(built_tiny.corpus_dir)
     assert manifest["documents"] == {s.doc_id: s.content_hash for s in sources}
     assert set(manifest["files"]) == {"vectors.faiss", "sentences.npy", "tokens.npy",
-                                      "token_offsets.npy", "chunks.sqlite"}
+                                      "token_offsets.npy", "token_starts.npy", "chunks.sqlite"}
     for name, digest in manifest["files"].items():
         assert _sha256(build / name) == digest
     with sqlite3.connect(build / "chunks.sqlite") as db:
@@ -289,7 +289,7 @@ def test_broken_manifest_is_detected(built: Settings) -> None:
 
 
 @pytest.mark.parametrize("name", ["manifest.json", "sentences.npy", "chunks.sqlite", "tokens.npy",
-                                  "token_offsets.npy"])
+                                  "token_offsets.npy", "token_starts.npy"])
 def test_missing_file_is_detected(built: Settings, name: str) -> None:
     (_current_dir(built) / name).unlink()
     with pytest.raises(IndexCorruptError, match=name.replace(".", r"\.")):
@@ -391,8 +391,9 @@ def test_late_interaction_equals_brute_force_maxsim(tmp_path: Path) -> None:
 
     floats = [unit(5), unit(0), unit(3), unit(7)]  # chunk 1 has no tokens
     ids = [rng.integers(0, 4, size=len(f)).astype(np.int32) for f in floats]
-    reader = _token_build(tmp_path, [(i, store.quantize_tokens(f))
-                                     for i, f in zip(ids, floats, strict=True)])
+    starts = [np.arange(len(f), dtype=np.int32) * 10 - 10 for f in floats]  # one header piece
+    reader = _token_build(tmp_path, [(i, s, store.quantize_tokens(f))
+                                     for i, s, f in zip(ids, starts, floats, strict=True)])
     try:
         assert reader.has_token_vectors
         query, weights = unit(4), np.array([1.0, 2.0, 0.5, 1.5], dtype=np.float32)
@@ -402,6 +403,16 @@ def test_late_interaction_equals_brute_force_maxsim(tmp_path: Path) -> None:
             best = (query @ floats[rowid].T).max(axis=1)
             assert score == pytest.approx(float(weights @ best / weights.sum()), abs=0.01)
         assert reader.late_interaction(query[:0], weights[:0], [0]) == {}
+        # Per sentence: only the pieces that start inside it (chunk 3 starts at offset 100,
+        # its pieces at 90 (the header), 100, 110, ..., 150).
+        spans = [(7, 100, 125), (8, 125, 160), (9, 160, 170)]
+        per_sentence = reader.sentence_late_interaction(query, weights, 3, 100, spans)
+        assert sorted(per_sentence) == [7, 8]  # no piece starts inside sentence 9
+        for sid, pieces in ((7, [1, 2, 3]), (8, [4, 5, 6])):
+            best = (query @ floats[3][pieces].T).max(axis=1)
+            assert per_sentence[sid] == pytest.approx(float(weights @ best / weights.sum()),
+                                                      abs=0.01)
+        assert reader.sentence_late_interaction(query, weights, 1, 0, spans) == {}
         # Chunk frequency of each word piece: chunks holding it, however often.
         expected = {int(p): sum(int(p) in set(i.tolist()) for i in ids) for p in range(4)}
         assert reader.piece_frequencies(list(range(6))) == {
@@ -435,12 +446,13 @@ def test_token_offsets_that_do_not_match_the_chunks_are_detected(built: Settings
 def test_token_cache_round_trip(tmp_path: Path) -> None:
     cache = store.EmbeddingCache(tmp_path / "e.sqlite", "model-a", 4)
     ids = np.array([7, 9, 7], dtype=np.int32)
+    starts = np.array([0, 4, 9], dtype=np.int32)
     vectors = store.quantize_tokens(np.eye(3, 4, dtype=np.float32))
-    cache.put_tokens([("k1", (ids, vectors))])
+    cache.put_tokens([("k1", (ids, starts, vectors))])
     got = cache.get_tokens(["k1", "k2"])
     assert list(got) == ["k1"]
-    np.testing.assert_array_equal(got["k1"][0], ids)
-    np.testing.assert_array_equal(got["k1"][1], vectors)
+    for stored, expected in zip(got["k1"], (ids, starts, vectors), strict=True):
+        np.testing.assert_array_equal(stored, expected)
     assert vectors[0, 0] == 127 and vectors.dtype == np.int8
     cache.close()
     wrong_dim = store.EmbeddingCache(tmp_path / "e.sqlite", "model-a", 8)
