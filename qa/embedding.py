@@ -216,7 +216,7 @@ class Embedder:
         vectors, tokens = self.encode_with_tokens([text], batch_size=1)
         t = tokens[0]
         return vectors, TokenVectors(t.ids, t.starts, t.vectors,
-                                     tuple(self._piece_text(int(i)) for i in t.ids))
+                                     tuple(self.piece_text(int(i)) for i in t.ids))
 
     def _encode(self, texts: Sequence[str], batch_size: int, progress: Progress | None,
                 tokens: bool) -> Batch:
@@ -275,7 +275,8 @@ class Embedder:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return self._run_onnx(session, texts)[0]
 
-    def _piece_text(self, piece_id: int) -> str:
+    def piece_text(self, piece_id: int) -> str:
+        """The word piece a token id stands for ("##ang" for a continuation)."""
         if self._tokenizer is not None:
             return str(self._tokenizer.id_to_token(piece_id))
         return str(self._st.tokenizer.convert_ids_to_tokens(piece_id))

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from qa import terms
-from qa.store import IndexReader
+from qa.store import IndexReader, TokenMatch
 
 
 def term_set(text: str) -> set[str]:
@@ -87,6 +87,12 @@ class LateQuery:
     weights: np.ndarray
 
 
+def is_content_piece(piece: str) -> bool:
+    """Whether a word piece can carry a question's content: not a stopword, not punctuation.
+    Late interaction matches only these, on both sides."""
+    return piece.lower() not in terms.STOPWORDS and any(c.isalnum() for c in piece)
+
+
 def late_query(reader: IndexReader, ids: Sequence[int], pieces: Sequence[str],
                vectors: np.ndarray) -> LateQuery | None:
     """Keep the pieces that carry content (not stopwords, not punctuation) and weight each by
@@ -94,8 +100,7 @@ def late_query(reader: IndexReader, ids: Sequence[int], pieces: Sequence[str],
     None when the question has no such piece or the index stores no token vectors."""
     if not reader.has_token_vectors:
         return None
-    keep = [n for n, piece in enumerate(pieces)
-            if piece.lower() not in terms.STOPWORDS and any(c.isalnum() for c in piece)]
+    keep = [n for n, piece in enumerate(pieces) if is_content_piece(piece)]
     if not keep:
         return None
     n_chunks = int(reader.manifest.get("counts", {}).get("chunks", 0))
@@ -103,6 +108,48 @@ def late_query(reader: IndexReader, ids: Sequence[int], pieces: Sequence[str],
     weights = np.array([max(math.log((n_chunks + 1) / (df.get(int(ids[n]), 0) + 0.5)), 0.01)
                         for n in keep], dtype=np.float32)
     return LateQuery(np.ascontiguousarray(vectors[keep], dtype=np.float32), weights)
+
+
+def late_scores(match: TokenMatch | None, query: LateQuery) -> dict[int, float]:
+    """Late interaction of each matched chunk: the IDF-weighted mean, over the question's
+    pieces, of the best cosine with any of the chunk's pieces (MaxSim)."""
+    if match is None:
+        return {}
+    best = np.maximum.reduceat(match.sims, match.bounds[:-1], axis=1)  # (pieces, chunks)
+    scores = (query.weights @ best) / float(query.weights.sum())
+    return dict(zip(match.rowids.tolist(), scores.tolist(), strict=True))
+
+
+def sentence_late_scores(match: TokenMatch | None, query: LateQuery, rowid: int,
+                         chunk_start: int, spans: Sequence[tuple[int, int, int]]
+                         ) -> dict[int, float]:
+    """``late_scores`` of each sentence (id, start, end in document offsets) of one chunk that
+    starts at ``chunk_start``, over the chunk's pieces that start inside the sentence."""
+    if match is None:
+        return {}
+    at = int(np.searchsorted(match.rowids, rowid))
+    if at >= len(match.rowids) or match.rowids[at] != rowid:
+        return {}
+    first, last = int(match.bounds[at]), int(match.bounds[at + 1])
+    if first == last or not spans:
+        return {}
+    # Pieces are in text order and sentences do not overlap: each piece belongs to the last
+    # sentence starting at or before it, if it starts before that sentence ends.
+    ordered = sorted(spans, key=lambda span: span[1])
+    sentence_starts = np.array([start for _, start, _ in ordered], dtype=np.int64)
+    sentence_ends = np.array([end for _, _, end in ordered], dtype=np.int64)
+    starts = match.starts[first:last].astype(np.int64) + chunk_start
+    owner = np.searchsorted(sentence_starts, starts, side="right") - 1
+    inside = owner >= 0
+    inside[inside] &= starts[inside] < sentence_ends[owner[inside]]
+    if not inside.any():
+        return {}
+    owner = owner[inside]
+    sims = match.sims[:, first:last][:, inside]
+    groups = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    best = np.maximum.reduceat(sims, groups, axis=1)  # (pieces, sentences with pieces)
+    scores = (query.weights @ best) / float(query.weights.sum())
+    return {ordered[int(owner[g])][0]: float(v) for g, v in zip(groups, scores, strict=True)}
 
 
 class SentenceEvidence(NamedTuple):

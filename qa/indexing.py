@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 # Bump when normalization, chunking, acronym rules or the embedded text change: it forces a full
 # rebuild.
-PIPELINE_VERSION = "6"
+PIPELINE_VERSION = "7"
 HEADER_SECTION_CHARS = 80
 
 Progress = Callable[[str, int, int], None]
@@ -284,12 +284,26 @@ def _write_rows_and_embed(writer: store.BuildWriter, prepared: list[_PreparedDoc
     dim = embedder.dimension
     chunk_vectors = _stack([vectors[k] for k in chunk_keys], dim)
     sentence_vectors = _stack([vectors[k] for k in sentence_keys], dim)
-    # Piece offsets are cached relative to the embedded text; the build stores them relative to
-    # the chunk text, where sentences are found (header pieces come out negative).
-    chunk_tokens = ([(ids, starts - text_offsets[k], vectors)
-                     for k in chunk_keys for ids, starts, vectors in [tokens[k]]]
-                    if late_interaction else None)
+    chunk_tokens = None
+    if late_interaction:
+        seen: list[int] = (np.unique(np.concatenate([tokens[k][0] for k in chunk_keys])).tolist()
+                           if chunk_keys else [])
+        content = np.array([i for i in seen
+                            if evidence.is_content_piece(embedder.piece_text(i))], dtype=np.int32)
+        chunk_tokens = [_content_tokens(tokens[k], text_offsets[k], content) for k in chunk_keys]
     return chunk_vectors, sentence_vectors, chunk_tokens, embedded
+
+
+def _content_tokens(tokens: store.StoredTokens, text_offset: int,
+                    content: np.ndarray) -> store.StoredTokens:
+    """What a build stores of a chunk's cached token vectors: only the pieces late interaction
+    can match (a question matches with its content pieces only, so a stopword or a comma is
+    never the best match that counts; leaving them out halves the storage and the query's work),
+    with offsets made relative to the chunk's text, where sentences are found (the header's
+    pieces come out negative)."""
+    ids, starts, vectors = tokens
+    keep = np.isin(ids, content)
+    return ids[keep], starts[keep] - text_offset, vectors[keep]
 
 
 def _term_counts(chunk_lists: Iterable[list[dict[str, Any]]]) -> dict[str, int]:
@@ -330,30 +344,35 @@ def _vectors_for(texts: dict[str, str], token_keys: set[str], layout: store.Layo
         tokens = cache.get_tokens(sorted(token_keys)) if token_keys else {}
         # Longest first, so that each batch holds texts of about one length and little of the
         # model's work goes to padding (model.encode sorts only within one call), and the
-        # slowest batches are seen first by the progress bar's estimate.
-        missing = sorted((k for k in texts
-                          if k not in vectors or (k in token_keys and k not in tokens)),
-                         key=lambda k: -len(texts[k]))
+        # slowest batches are seen first by the progress bar's estimate. Texts whose token
+        # vectors are kept (chunks) are batched apart from the others (sentences), so that only
+        # their batches pay for extracting them.
+        needed = [k for k in texts if k not in vectors or (k in token_keys and k not in tokens)]
         step = 256
-        for i in range(0, len(missing), step):
-            keys = missing[i:i + step]
-            wanted = [k for k in keys if k in token_keys]
-            if wanted:  # the same forward pass gives the chunks' token vectors
+        batches = []
+        for group in ([k for k in needed if k in token_keys],
+                      [k for k in needed if k not in token_keys]):
+            group.sort(key=lambda k: -len(texts[k]))
+            batches += [group[i:i + step] for i in range(0, len(group), step)]
+        done = 0
+        for keys in batches:
+            if keys[0] in token_keys:  # the same forward pass gives the chunks' token vectors
                 batch, batch_tokens = embedder.encode_with_tokens([texts[k] for k in keys],
                                                                   batch_size=32)
                 stored = {k: (t.ids, t.starts, store.quantize_tokens(t.vectors))
-                          for k, t in zip(keys, batch_tokens, strict=True) if k in token_keys}
+                          for k, t in zip(keys, batch_tokens, strict=True)}
                 cache.put_tokens(list(stored.items()))
                 tokens.update(stored)
             else:
                 batch = embedder.encode([texts[k] for k in keys], batch_size=32)
             cache.put_many(keys, batch)
             vectors.update(zip(keys, batch, strict=True))
+            done += len(keys)
             if progress:
-                progress("embedding", min(i + step, len(missing)), len(missing))
+                progress("embedding", done, len(needed))
     finally:
         cache.close()
-    return vectors, tokens, set(missing)
+    return vectors, tokens, set(needed)
 
 
 def _stack(rows: list[np.ndarray], dim: int) -> np.ndarray:

@@ -137,10 +137,11 @@ def search(reader: IndexReader, query: Query, query_vector: np.ndarray, *, k: in
     lexical_score = dict(lexical)
     found = evidence.gather(reader, rows, query_vector, qterms) if use_dense else {}
     scores = fused
+    match = None
     if w.rerank and mode == "hybrid":
         named = {r for r, row in rows.items() if row["doc_id"] in query.named_docs}
-        late_score = (reader.late_interaction(late.vectors, late.weights, pool)
-                      if late is not None else {})
+        match = reader.match_tokens(late.vectors, pool) if late is not None else None
+        late_score = evidence.late_scores(match, late) if late is not None else {}
         scores = _rerank(pool, dense_score, lexical_score, found,
                          expected_answer_type(query.question), named, late_score)
     pool.sort(key=lambda r: (-scores[r], r))  # without reranking: by fused rank, extras included
@@ -150,9 +151,9 @@ def search(reader: IndexReader, query: Query, query_vector: np.ndarray, *, k: in
         if row is None or _overlaps_taken(row, hits):
             continue
         sentences = found.get(rowid, [])
-        if late is not None and sentences:
-            per_sentence = reader.sentence_late_interaction(
-                late.vectors, late.weights, rowid, row["start"],
+        if match is not None and late is not None and sentences:
+            per_sentence = evidence.sentence_late_scores(
+                match, late, rowid, row["start"],
                 [(s.sentence_id, s.start, s.end) for s in sentences])
             sentences = [s._replace(late=per_sentence.get(s.sentence_id, 0.0))
                          for s in sentences]

@@ -93,6 +93,18 @@ CREATE TABLE piece_df (piece INTEGER PRIMARY KEY, df INTEGER NOT NULL);
 StoredTokens = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
+@dataclass(frozen=True)
+class TokenMatch:
+    """A question's token vectors against some chunks' stored ones: ``sims`` holds the cosines
+    (question pieces x stored pieces); chunk ``rowids[i]``'s pieces are the columns
+    ``bounds[i]:bounds[i + 1]``, starting at ``starts`` in its text."""
+
+    rowids: np.ndarray
+    bounds: np.ndarray
+    sims: np.ndarray
+    starts: np.ndarray
+
+
 def quantize_tokens(vectors: np.ndarray) -> np.ndarray:
     """Unit-length float token vectors as int8 (cosines keep about two decimal places)."""
     return np.clip(np.rint(np.asarray(vectors) * TOKEN_SCALE), -127, 127).astype(np.int8)
@@ -681,54 +693,28 @@ class IndexReader:
         rows = self.db.execute(f"SELECT piece, df FROM piece_df WHERE piece IN ({marks})", unique)
         return {int(r[0]): int(r[1]) for r in rows}
 
-    def late_interaction(self, query: np.ndarray, weights: np.ndarray,
-                         rowids: Sequence[int]) -> dict[int, float]:
-        """For each chunk, the weighted mean over the question's token vectors (``query``, unit
-        rows) of the best cosine with any of the chunk's token vectors (MaxSim)."""
-        if self.token_vectors is None or self.token_offsets is None or not len(query):
-            return {}
+    def match_tokens(self, query: np.ndarray, rowids: Sequence[int]) -> TokenMatch | None:
+        """Cosines between the question's token vectors (``query``, unit rows) and every stored
+        token vector of the given chunks, in one matrix product; None without token vectors."""
+        if (self.token_vectors is None or self.token_offsets is None
+                or self.token_starts is None or not len(query)):
+            return None
         offsets = self.token_offsets
         ids = np.asarray(sorted(set(rowids)), dtype=np.int64)  # memmap reads in ascending order
         starts, ends = offsets[ids], offsets[ids + 1]
         filled = ends > starts
         ids, starts, ends = ids[filled], starts[filled], ends[filled]
         if not len(ids):
-            return {}
-        tokens = np.concatenate([self.token_vectors[s:e] for s, e in
-                                 zip(starts.tolist(), ends.tolist(), strict=True)])
-        sims = np.asarray(query, dtype=np.float32) @ tokens.astype(np.float32).T
-        bounds = np.concatenate(([0], np.cumsum(ends - starts)[:-1]))
-        best = np.maximum.reduceat(sims, bounds, axis=1)  # (query pieces, chunks)
-        w = np.asarray(weights, dtype=np.float32)
-        if float(w.sum()) <= 0:
-            return {}
-        scores = (w @ best) / (float(w.sum()) * TOKEN_SCALE)
-        return dict(zip(ids.tolist(), scores.tolist(), strict=True))
-
-    def sentence_late_interaction(self, query: np.ndarray, weights: np.ndarray, rowid: int,
-                                  chunk_start: int, spans: Sequence[tuple[int, int, int]]
-                                  ) -> dict[int, float]:
-        """``late_interaction`` of each sentence (id, start, end in document offsets) of one
-        chunk that starts at ``chunk_start``, over the chunk's pieces that start inside it."""
-        if (self.token_vectors is None or self.token_offsets is None
-                or self.token_starts is None or not len(query) or not spans):
-            return {}
-        first, last = int(self.token_offsets[rowid]), int(self.token_offsets[rowid + 1])
-        if first == last:
-            return {}
-        w = np.asarray(weights, dtype=np.float32)
-        total = float(w.sum()) * TOKEN_SCALE
-        if total <= 0:
-            return {}
-        starts = np.asarray(self.token_starts[first:last]) + chunk_start
-        sims = (np.asarray(query, dtype=np.float32)
-                @ np.asarray(self.token_vectors[first:last], dtype=np.float32).T)
-        out = {}
-        for sentence_id, start, end in spans:
-            inside = (starts >= start) & (starts < end)
-            if inside.any():
-                out[sentence_id] = float(w @ sims[:, inside].max(axis=1)) / total
-        return out
+            return None
+        ranges = list(zip(starts.tolist(), ends.tolist(), strict=True))
+        tokens = np.concatenate([self.token_vectors[a:b] for a, b in ranges])
+        # (tokens x dim) @ (dim x pieces), transposed: the cheaper product for BLAS here.
+        sims = (tokens.astype(np.float32) @ np.asarray(query, dtype=np.float32).T).T
+        sims *= 1.0 / TOKEN_SCALE
+        bounds = np.zeros(len(ids) + 1, dtype=np.int64)
+        np.cumsum(ends - starts, out=bounds[1:])
+        piece_starts = np.concatenate([self.token_starts[a:b] for a, b in ranges])
+        return TokenMatch(ids, bounds, sims, piece_starts)
 
     def term_frequencies(self, terms: Sequence[str]) -> dict[str, int]:
         """Chunk document frequency of each stemmed term (absent terms are left out)."""

@@ -17,13 +17,13 @@ def test_late_interaction_is_used_only_when_enabled(built_tiny: Settings, embedd
     """Hybrid search reranks on the stored token vectors; with QA_LATE_INTERACTION=0 (or in a
     single-retriever mode) it never reads them."""
     calls: list[int] = []
-    real = store.IndexReader.late_interaction
+    real = store.IndexReader.match_tokens
 
-    def counting(self: store.IndexReader, *args: Any, **kwargs: Any) -> dict[int, float]:
+    def counting(self: store.IndexReader, *args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(store.IndexReader, "late_interaction", counting)
+    monkeypatch.setattr(store.IndexReader, "match_tokens", counting)
     question = "How many members does the Joint Water Commission have?"
     on = QAService(built_tiny, embedder=embedder)
     on.search(question)

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from conftest import make_settings
 
-from qa import store
+from qa import evidence, store
 from qa.config import Settings
 from qa.corpus import discover
 from qa.embedding import Embedder
 from qa.errors import IndexCorruptError, IndexWriteError, NoIndexError
+from qa.evidence import LateQuery
 from qa.indexing import (
     PIPELINE_VERSION,
     build_index,
@@ -396,23 +397,26 @@ def test_late_interaction_equals_brute_force_maxsim(tmp_path: Path) -> None:
                                      for i, s, f in zip(ids, starts, floats, strict=True)])
     try:
         assert reader.has_token_vectors
-        query, weights = unit(4), np.array([1.0, 2.0, 0.5, 1.5], dtype=np.float32)
-        got = reader.late_interaction(query, weights, [3, 0, 1, 2, 0])
+        query = LateQuery(unit(4), np.array([1.0, 2.0, 0.5, 1.5], dtype=np.float32))
+        match = reader.match_tokens(query.vectors, [3, 0, 1, 2, 0])
+        got = evidence.late_scores(match, query)
         assert sorted(got) == [0, 2, 3]  # each chunk once; the empty one is left out
         for rowid, score in got.items():
-            best = (query @ floats[rowid].T).max(axis=1)
-            assert score == pytest.approx(float(weights @ best / weights.sum()), abs=0.01)
-        assert reader.late_interaction(query[:0], weights[:0], [0]) == {}
+            best = (query.vectors @ floats[rowid].T).max(axis=1)
+            assert score == pytest.approx(float(query.weights @ best / query.weights.sum()),
+                                          abs=0.01)
+        assert reader.match_tokens(query.vectors[:0], [0]) is None
+        assert reader.match_tokens(query.vectors, [1]) is None
         # Per sentence: only the pieces that start inside it (chunk 3 starts at offset 100,
         # its pieces at 90 (the header), 100, 110, ..., 150).
         spans = [(7, 100, 125), (8, 125, 160), (9, 160, 170)]
-        per_sentence = reader.sentence_late_interaction(query, weights, 3, 100, spans)
+        per_sentence = evidence.sentence_late_scores(match, query, 3, 100, spans)
         assert sorted(per_sentence) == [7, 8]  # no piece starts inside sentence 9
         for sid, pieces in ((7, [1, 2, 3]), (8, [4, 5, 6])):
-            best = (query @ floats[3][pieces].T).max(axis=1)
-            assert per_sentence[sid] == pytest.approx(float(weights @ best / weights.sum()),
-                                                      abs=0.01)
-        assert reader.sentence_late_interaction(query, weights, 1, 0, spans) == {}
+            best = (query.vectors @ floats[3][pieces].T).max(axis=1)
+            assert per_sentence[sid] == pytest.approx(
+                float(query.weights @ best / query.weights.sum()), abs=0.01)
+        assert evidence.sentence_late_scores(match, query, 1, 0, spans) == {}  # not matched
         # Chunk frequency of each word piece: chunks holding it, however often.
         expected = {int(p): sum(int(p) in set(i.tolist()) for i in ids) for p in range(4)}
         assert reader.piece_frequencies(list(range(6))) == {
@@ -429,8 +433,7 @@ def test_a_build_without_token_vectors_has_none(tmp_path: Path) -> None:
     reader = store.open_current(layout.root)
     try:
         assert not reader.has_token_vectors
-        assert reader.late_interaction(np.ones((1, 8), dtype=np.float32),
-                                       np.ones(1, dtype=np.float32), [0]) == {}
+        assert reader.match_tokens(np.ones((1, 8), dtype=np.float32), [0]) is None
     finally:
         reader.close()
 
