@@ -52,8 +52,8 @@ def features(service: QAService) -> list[tuple[set[int], Features]]:
         query = retrieval.prepare_query(gold.question, acronyms, authors)
         vector, tokens = service.embedder.encode_query_with_tokens(query.dense_text)
         late_query = evidence.late_query(reader, tokens.ids, tokens.pieces, tokens.vectors)
-        late = (reader.late_interaction(late_query.vectors, late_query.weights, list(range(n)))
-                if late_query is not None else {})
+        late = (evidence.late_scores(reader.match_tokens(late_query.vectors, list(range(n))),
+                                     late_query) if late_query is not None else {})
         qterms = evidence.query_terms(reader, query.question, query.aliases)
         dense = dict(reader.dense_search(vector, n))
         lexical = dict(reader.lexical_search(query.fts, n))

@@ -120,36 +120,50 @@ def late_scores(match: TokenMatch | None, query: LateQuery) -> dict[int, float]:
     return dict(zip(match.rowids.tolist(), scores.tolist(), strict=True))
 
 
-def sentence_late_scores(match: TokenMatch | None, query: LateQuery, rowid: int,
-                         chunk_start: int, spans: Sequence[tuple[int, int, int]]
-                         ) -> dict[int, float]:
-    """``late_scores`` of each sentence (id, start, end in document offsets) of one chunk that
-    starts at ``chunk_start``, over the chunk's pieces that start inside the sentence."""
+ChunkSentences = tuple[int, int, Sequence[tuple[int, int, int]]]  # rowid, chunk start, spans
+_CHUNK_STRIDE = 1 << 40  # keeps each chunk's offsets apart in one sorted key space
+
+
+def sentence_late_scores(match: TokenMatch | None, query: LateQuery,
+                         chunks: Sequence[ChunkSentences]) -> dict[int, float]:
+    """``late_scores`` of each sentence over the pieces that start inside it, for the sentences
+    (id, start, end in document offsets) of several matched chunks (FAISS id, the chunk's start
+    offset), all in one pass: pieces are in text order and sentences do not overlap, so each
+    piece belongs to the last sentence starting at or before it, if it starts before that
+    sentence ends."""
     if match is None:
         return {}
-    at = int(np.searchsorted(match.rowids, rowid))
-    if at >= len(match.rowids) or match.rowids[at] != rowid:
+    columns: list[np.ndarray] = []
+    piece_keys: list[np.ndarray] = []
+    sentence_ids: list[int] = []
+    sentence_starts: list[int] = []
+    sentence_ends: list[int] = []
+    for n, (rowid, chunk_start, spans) in enumerate(chunks):
+        at = int(np.searchsorted(match.rowids, rowid))
+        if at >= len(match.rowids) or match.rowids[at] != rowid or not spans:
+            continue
+        cols = np.arange(match.bounds[at], match.bounds[at + 1])
+        base = n * _CHUNK_STRIDE
+        columns.append(cols)
+        piece_keys.append(match.starts[cols].astype(np.int64) + (chunk_start + base))
+        for sentence_id, start, end in sorted(spans, key=lambda span: span[1]):
+            sentence_ids.append(sentence_id)
+            sentence_starts.append(base + start)
+            sentence_ends.append(base + end)
+    if not columns or not sentence_ids:
         return {}
-    first, last = int(match.bounds[at]), int(match.bounds[at + 1])
-    if first == last or not spans:
-        return {}
-    # Pieces are in text order and sentences do not overlap: each piece belongs to the last
-    # sentence starting at or before it, if it starts before that sentence ends.
-    ordered = sorted(spans, key=lambda span: span[1])
-    sentence_starts = np.array([start for _, start, _ in ordered], dtype=np.int64)
-    sentence_ends = np.array([end for _, _, end in ordered], dtype=np.int64)
-    starts = match.starts[first:last].astype(np.int64) + chunk_start
-    owner = np.searchsorted(sentence_starts, starts, side="right") - 1
+    cols, keys = np.concatenate(columns), np.concatenate(piece_keys)
+    starts = np.asarray(sentence_starts, dtype=np.int64)
+    owner = np.searchsorted(starts, keys, side="right") - 1
     inside = owner >= 0
-    inside[inside] &= starts[inside] < sentence_ends[owner[inside]]
+    inside[inside] &= keys[inside] < np.asarray(sentence_ends, dtype=np.int64)[owner[inside]]
     if not inside.any():
         return {}
     owner = owner[inside]
-    sims = match.sims[:, first:last][:, inside]
     groups = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-    best = np.maximum.reduceat(sims, groups, axis=1)  # (pieces, sentences with pieces)
+    best = np.maximum.reduceat(match.sims[:, cols[inside]], groups, axis=1)
     scores = (query.weights @ best) / float(query.weights.sum())
-    return {ordered[int(owner[g])][0]: float(v) for g, v in zip(groups, scores, strict=True)}
+    return {sentence_ids[int(owner[g])]: float(v) for g, v in zip(groups, scores, strict=True)}
 
 
 class SentenceEvidence(NamedTuple):

@@ -12,7 +12,7 @@ returned once. Reads the index only through ``store.IndexReader``.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -150,19 +150,18 @@ def search(reader: IndexReader, query: Query, query_vector: np.ndarray, *, k: in
         row = rows.get(rowid)
         if row is None or _overlaps_taken(row, hits):
             continue
-        sentences = found.get(rowid, [])
-        if match is not None and late is not None and sentences:
-            per_sentence = evidence.sentence_late_scores(
-                match, late, rowid, row["start"],
-                [(s.sentence_id, s.start, s.end) for s in sentences])
-            sentences = [s._replace(late=per_sentence.get(s.sentence_id, 0.0))
-                         for s in sentences]
         hits.append(Hit(rowid, row["chunk_id"], row["doc_id"], row["title"], row["start"],
                         row["end"], row["text"], row["section"], row["page"],
                         round(scores[rowid], 6), _opt_round(dense_score.get(rowid)),
-                        _opt_round(lexical_score.get(rowid)), tuple(sentences)))
+                        _opt_round(lexical_score.get(rowid)), tuple(found.get(rowid, ()))))
         if len(hits) == k:
             break
+    if match is not None and late is not None:
+        per_sentence = evidence.sentence_late_scores(match, late, [
+            (h.rowid, h.start, [(s.sentence_id, s.start, s.end) for s in h.evidence])
+            for h in hits])
+        hits = [replace(h, evidence=tuple(s._replace(late=per_sentence.get(s.sentence_id, 0.0))
+                                          for s in h.evidence)) for h in hits]
     return hits, qterms
 
 

@@ -543,7 +543,9 @@ class IndexReader:
                 or (n_rows and vectors.shape[1] != self.faiss.d)):
             raise IndexCorruptError(f"{self.dir}: token vectors do not match the chunks; "
                                     "run `qa index --full`")
-        self.token_vectors, self.token_offsets, self.token_starts = vectors, offsets, starts
+        # Plain views of the mappings: slicing a np.memmap builds a memmap object each time.
+        self.token_vectors = vectors.view(np.ndarray)
+        self.token_offsets, self.token_starts = offsets, starts.view(np.ndarray)
 
     @property
     def has_token_vectors(self) -> bool:

@@ -410,13 +410,21 @@ def test_late_interaction_equals_brute_force_maxsim(tmp_path: Path) -> None:
         # Per sentence: only the pieces that start inside it (chunk 3 starts at offset 100,
         # its pieces at 90 (the header), 100, 110, ..., 150).
         spans = [(7, 100, 125), (8, 125, 160), (9, 160, 170)]
-        per_sentence = evidence.sentence_late_scores(match, query, 3, 100, spans)
+        per_sentence = evidence.sentence_late_scores(match, query, [(3, 100, spans)])
         assert sorted(per_sentence) == [7, 8]  # no piece starts inside sentence 9
         for sid, pieces in ((7, [1, 2, 3]), (8, [4, 5, 6])):
             best = (query.vectors @ floats[3][pieces].T).max(axis=1)
             assert per_sentence[sid] == pytest.approx(
                 float(query.weights @ best / query.weights.sum()), abs=0.01)
-        assert evidence.sentence_late_scores(match, query, 1, 0, spans) == {}  # not matched
+        assert evidence.sentence_late_scores(match, query, [(1, 0, spans)]) == {}  # not matched
+        # Several chunks at once give each chunk's own sentences the same scores.
+        both = evidence.sentence_late_scores(match, query,
+                                             [(0, 0, [(1, 0, 25)]), (3, 100, spans)])
+        assert both[7] == pytest.approx(per_sentence[7])
+        assert both[8] == pytest.approx(per_sentence[8])
+        best = (query.vectors @ floats[0][[1, 2, 3]].T).max(axis=1)  # pieces at 0, 10, 20
+        assert both[1] == pytest.approx(float(query.weights @ best / query.weights.sum()),
+                                        abs=0.01)
         # Chunk frequency of each word piece: chunks holding it, however often.
         expected = {int(p): sum(int(p) in set(i.tolist()) for i in ids) for p in range(4)}
         assert reader.piece_frequencies(list(range(6))) == {
