@@ -36,11 +36,11 @@ FORMAT_VERSION = 1
 FAISS_FILE = "vectors.faiss"
 SENTENCE_FILE = "sentences.npy"
 DB_FILE = "chunks.sqlite"
-# Late interaction: every chunk's word-piece vectors, int8 (unit vectors times TOKEN_SCALE), one
-# flat matrix with each chunk's first row in TOKEN_OFFSETS_FILE (chunk FAISS id order, n + 1
-# entries), and where each piece starts in its chunk's text (TOKEN_STARTS_FILE, int32; negative
-# for the header line the encoder also saw). About 75 KB a chunk with a 384-dimension model;
-# optional (`late_interaction`).
+# Late interaction: every chunk's content word-piece vectors, int8 (unit vectors times
+# TOKEN_SCALE), one flat matrix with each chunk's first row in TOKEN_OFFSETS_FILE (chunk FAISS id
+# order, n + 1 entries), and where each piece starts in its chunk's text (TOKEN_STARTS_FILE,
+# int32; negative for the header line the encoder also saw). About 45 KB a chunk with a
+# 384-dimension model; optional (`late_interaction`).
 TOKEN_FILE = "tokens.npy"
 TOKEN_OFFSETS_FILE = "token_offsets.npy"
 TOKEN_STARTS_FILE = "token_starts.npy"
