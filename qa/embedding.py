@@ -236,15 +236,14 @@ class Embedder:
         them), so that little of the model's work goes to padding; rows in the caller's order."""
         order = sorted(range(len(texts)), key=lambda k: -len(texts[k]))
         vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
-        tokens: list[TokenVectors | None] = [None] * len(texts)
+        tokens: dict[int, TokenVectors] = {}  # by row; empty unless the batches return them
         for i in range(0, len(order), batch_size):
             rows = order[i:i + batch_size]
             vectors[rows], batch_tokens = encode_batch([texts[k] for k in rows])
-            for k, t in zip(rows, batch_tokens, strict=False):
-                tokens[k] = t
+            tokens.update(zip(rows, batch_tokens, strict=False))
             if progress:
                 progress(min(i + batch_size, len(texts)), len(texts))
-        return vectors, [t for t in tokens if t is not None]
+        return vectors, [tokens[k] for k in sorted(tokens)]
 
     def _encode_torch_batch(self, batch: list[str], tokens: bool = False) -> Batch:
         if not tokens:

@@ -110,7 +110,6 @@ def quantize_tokens(vectors: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(vectors) * TOKEN_SCALE), -127, 127).astype(np.int8)
 
 
-
 # --------------------------------------------------------------------------------------------
 # Layout, lock and leftovers
 # --------------------------------------------------------------------------------------------
@@ -241,20 +240,22 @@ class EmbeddingCache:
             "starts BLOB, vectors BLOB, PRIMARY KEY (model, key))"
         )
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
-        found: dict[str, np.ndarray] = {}
+    def _rows(self, columns: str, table: str, keys: Sequence[str]) -> Iterator[Any]:
+        """``SELECT key, <columns> FROM <table>`` for this model's ``keys``, 500 keys a query."""
         unique = list(dict.fromkeys(keys))
         for i in range(0, len(unique), 500):
             batch = unique[i:i + 500]
             marks = ",".join("?" * len(batch))
-            rows = self.db.execute(
-                f"SELECT key, vector FROM vectors WHERE model = ? AND key IN ({marks})",
-                [self.model_key, *batch],
-            )
-            for key, blob in rows:
-                vec = np.frombuffer(blob, dtype=np.float32)
-                if vec.shape[0] == self.dimension:
-                    found[key] = vec
+            yield from self.db.execute(
+                f"SELECT key, {columns} FROM {table} WHERE model = ? AND key IN ({marks})",
+                [self.model_key, *batch])
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        for key, blob in self._rows("vector", "vectors", keys):
+            vec = np.frombuffer(blob, dtype=np.float32)
+            if vec.shape[0] == self.dimension:
+                found[key] = vec
         return found
 
     def put_many(self, keys: Sequence[str], vectors: np.ndarray) -> None:
@@ -267,20 +268,13 @@ class EmbeddingCache:
 
     def get_tokens(self, keys: Sequence[str]) -> dict[str, StoredTokens]:
         found: dict[str, StoredTokens] = {}
-        unique = list(dict.fromkeys(keys))
-        for i in range(0, len(unique), 500):
-            batch = unique[i:i + 500]
-            marks = ",".join("?" * len(batch))
-            rows = self.db.execute(
-                f"SELECT key, ids, starts, vectors FROM token_vectors WHERE model = ? "
-                f"AND key IN ({marks})", [self.model_key, *batch],
-            )
-            for key, ids_blob, starts_blob, vectors_blob in rows:
-                ids = np.frombuffer(ids_blob, dtype=np.int32)
-                starts = np.frombuffer(starts_blob, dtype=np.int32)
-                vectors = np.frombuffer(vectors_blob, dtype=np.int8)
-                if vectors.size == ids.size * self.dimension and starts.size == ids.size:
-                    found[key] = (ids, starts, vectors.reshape(ids.size, self.dimension))
+        for key, ids_blob, starts_blob, vectors_blob in self._rows(
+                "ids, starts, vectors", "token_vectors", keys):
+            ids = np.frombuffer(ids_blob, dtype=np.int32)
+            starts = np.frombuffer(starts_blob, dtype=np.int32)
+            vectors = np.frombuffer(vectors_blob, dtype=np.int8)
+            if vectors.size == ids.size * self.dimension and starts.size == ids.size:
+                found[key] = (ids, starts, vectors.reshape(ids.size, self.dimension))
         return found
 
     def put_tokens(self, items: Sequence[tuple[str, StoredTokens]]) -> None:
