@@ -2,13 +2,15 @@
 
 Only the unambiguous forms are recognised: "how many/much X" wants a quantity next to X, "how often"
 a frequency, "how long" a duration, "when / what year" a date, "who" or "which country" a name
-the question does not already contain. Pure functions, no model.
+the question does not already contain, "what does X stand for" the sentence that defines X
+("... in Asia (OSCA)"). Pure functions, no model.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from qa import terms
 
@@ -38,19 +40,27 @@ _WHO = re.compile(rf"\bwho(m|se)?\b|\bwhat {_WHO_NOUN}\b"
                   rf"|\bwhich (?:(?!{_NOT_A_MODIFIER}\b)[a-z'-]+ ){{0,2}}?{_WHO_NOUN}\b")
 # A capitalised word that does not open the sentence: a name, roughly ("Kazakhstan", "Chen").
 _NAME = re.compile(r"(?<=[^\s.!?]\s)[A-Z][\w'’-]*[a-z][\w'’-]*|\b[A-Z]{2,}\b")
+# "What does OSCA stand for", "what is TTF short for", "the full name of SIIS": the focus is the
+# abbreviation, written in capitals (or a capitalised plural: "CBMs").
+_ABBREVIATION = r"([A-Z][A-Za-z]*[A-Z]s?)"  # case-sensitive, unlike the words around it
+_EXPANSION = re.compile(
+    rf"(?i:\bwhat (?:does|do|did) (?:the )?){_ABBREVIATION}(?i: (?:stand for|mean|abbreviate)\b)"
+    rf"|(?i:\bwhat (?:is|are) (?:the )?){_ABBREVIATION}"
+    rf"(?i: (?:short for|an? (?:acronym|abbreviation) for)\b)"
+    rf"|(?i:\b(?:full|long) (?:name|form) (?:of|for) (?:the )?){_ABBREVIATION}\b")
 FOCUS_WINDOW = 3  # words allowed between the number and the counted noun ("26 member states")
 
 
 @dataclass(frozen=True)
 class AnswerType:
     kind: str
-    focus: str | None = None  # stem of the counted noun in "how many X"
+    focus: str | None = None  # stem of the counted noun in "how many X"; the abbreviation
     known: frozenset[str] = field(default=frozenset())  # the question's own words, lower-cased
 
     def strength(self, sentence: str) -> float:
         """1.0 when ``sentence`` holds this type of answer (a quantity of the focus noun, a
-        frequency, a duration, a date, a name the question lacks), 0.5 for a quantity of
-        something else, 0.0 otherwise."""
+        frequency, a duration, a date, a name the question lacks, the definition of the focus
+        abbreviation), 0.5 for a quantity of something else, 0.0 otherwise."""
         if self.kind == "quantity":
             lowered = sentence.lower()
             if self.focus is not None and _counts_focus(lowered, self.focus):
@@ -59,6 +69,9 @@ class AnswerType:
         if self.kind in ("frequency", "duration"):
             pattern = _FREQUENCY if self.kind == "frequency" else _DURATION
             return 1.0 if pattern.search(sentence.lower()) else 0.0
+        if self.kind == "expansion":
+            defines = self.focus is not None and _definition(self.focus).search(sentence)
+            return 1.0 if defines else 0.0
         if self.kind == "name":
             return 1.0 if any(m.group(0).lower() not in self.known
                               and m.group(0).lower() not in terms.STOPWORDS
@@ -66,7 +79,18 @@ class AnswerType:
         return 1.0 if _DATE.search(sentence) else 0.0
 
 
+@lru_cache(maxsize=256)
+def _definition(abbreviation: str) -> re.Pattern[str]:
+    """The abbreviation in parentheses, as a definition puts it after its long form: "... in
+    Asia (OSCA)", "(CBMs)", "(OSCA, in short)"."""
+    singular = abbreviation[:-1] if abbreviation.endswith("s") else abbreviation
+    return re.compile(rf"\(\s*{re.escape(singular)}s?\s*[,;)]")
+
+
 def expected_answer_type(question: str) -> AnswerType | None:
+    expansion = _EXPANSION.search(question)
+    if expansion:
+        return AnswerType("expansion", next(g for g in expansion.groups() if g))
     lowered = question.lower()
     m = _HOW_MANY.search(lowered)
     if m:

@@ -77,8 +77,34 @@ def test_answer_type_strength(question: str, sentence: str, strength: float) -> 
 
 
 def test_questions_without_a_clear_type() -> None:
-    assert expected_answer_type("What does OSCA stand for?") is None
     assert expected_answer_type("Why did the commission meet?") is None
+    assert expected_answer_type("What does it mean for the region?") is None  # no abbreviation
+    assert expected_answer_type("What does Asia mean to China?") is None
+
+
+@pytest.mark.parametrize(("question", "abbreviation"), [
+    ("What does OSCA stand for?", "OSCA"),
+    ("what do CBMs stand for", "CBMs"),
+    ("What is TTF short for?", "TTF"),
+    ("What is SIIS an abbreviation for?", "SIIS"),
+    ("What is the full name of the JWC?", "JWC"),
+])
+def test_questions_for_an_expansion(question: str, abbreviation: str) -> None:
+    wanted = expected_answer_type(question)
+    assert wanted is not None and (wanted.kind, wanted.focus) == ("expansion", abbreviation)
+
+
+@pytest.mark.parametrize(("sentence", "strength"), [
+    ("Its goal is an organization of security and cooperation in Asia (OSCA).", 1.0),
+    ("It aims at an Asian organization (OSCA, in short) one day.", 1.0),
+    ("CICA is always motivated to become an OSCA, an Asian version of OSCE.", 0.0),
+    ("The OSCA-type of mechanism is the direction (OSCAR) of development.", 0.0),
+])
+def test_expansion_strength_is_the_definition(sentence: str, strength: float) -> None:
+    wanted = expected_answer_type("What does OSCA stand for?")
+    assert wanted is not None and wanted.strength(sentence) == strength
+    plural = expected_answer_type("What do OSCAs stand for?")
+    assert plural is not None and plural.strength(sentence) == strength
 
 
 @pytest.mark.parametrize("question", [
