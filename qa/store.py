@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from array import array
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,9 @@ HNSW_THRESHOLD = 200_000
 # the corpus; past this many sentences it is skipped and the first stage uses chunk vectors and
 # BM25 alone (sentence evidence for reranking still reads only the candidates' sentences).
 SENTENCE_SEARCH_LIMIT = 200_000
+# Chunks whose rows and sentences a reader keeps in memory, least recently asked dropped first:
+# every question reads those of its ~35 candidates, mostly the same few hundred of a corpus.
+CHUNK_CACHE_SIZE = 4096
 # Loading a build checks every file against the manifest. Files up to this size are hashed
 # whole; larger ones (the vectors of a big index) are checked by size and a sampled digest so
 # that loading stays fast, and are hashed whole at publish time and by `qa verify`.
@@ -488,6 +492,34 @@ def verify_build(build_dir: Path, manifest: dict[str, Any], full: bool = False) 
             raise IndexCorruptError(f"{path} is damaged (checksum mismatch): run `qa index --full`")
 
 
+class _LRU:
+    """A bounded, thread-safe least-recently-used map."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._data: OrderedDict[int, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def lookup(self, keys: Iterable[int]) -> tuple[dict[int, Any], list[int]]:
+        """(the cached values, the keys not cached)."""
+        found: dict[int, Any] = {}
+        missing: dict[int, None] = {}
+        with self._lock:
+            for key in keys:
+                if key in self._data:
+                    self._data.move_to_end(key)
+                    found[key] = self._data[key]
+                else:
+                    missing[key] = None
+        return found, list(missing)
+
+    def store(self, items: dict[int, Any]) -> None:
+        with self._lock:
+            self._data.update(items)
+            while len(self._data) > self._size:
+                self._data.popitem(last=False)
+
+
 class IndexReader:
     """A loaded build: FAISS memory-mapped where possible, SQLite opened read-only per thread.
 
@@ -511,6 +543,8 @@ class IndexReader:
         if isinstance(self.faiss, faiss.IndexHNSW):
             self.faiss.hnsw.efSearch = 128
         self._local = threading.local()
+        self._chunk_rows = _LRU(CHUNK_CACHE_SIZE)
+        self._chunk_sentences = _LRU(CHUNK_CACHE_SIZE)
         counts = self.manifest.get("counts", {})
         n_rows = self.sql_one("SELECT count(*) FROM chunks")[0]
         if self.faiss.ntotal != n_rows or n_rows != counts.get("chunks"):
@@ -524,6 +558,11 @@ class IndexReader:
         self.token_starts: np.ndarray | None = None
         if TOKEN_FILE in self.manifest.get("files", {}):
             self._load_tokens(n_rows)
+        # Sentence search maps its hits to passages through this, read at open: no query per
+        # search. Beyond SENTENCE_SEARCH_LIMIT sentences there is no sentence search.
+        self.sentence_owners: np.ndarray | None = (
+            self._read_sentence_owners()
+            if self.sentence_vectors.shape[0] <= SENTENCE_SEARCH_LIMIT else None)
 
     def _load_tokens(self, n_rows: int) -> None:
         try:
@@ -619,18 +658,17 @@ class IndexReader:
         """Top ``k`` (chunk FAISS id, similarity of its best sentence), by exact search over the
         sentence vectors; each chunk once. ``allowed`` restricts the chunk ids."""
         n = self.sentence_vectors.shape[0]
-        if n == 0 or k <= 0 or n > SENTENCE_SEARCH_LIMIT:
+        if n == 0 or k <= 0 or self.sentence_owners is None:
             return []
         q = np.asarray(query, dtype=np.float32).reshape(-1)
         sims = np.asarray(self.sentence_vectors @ q)
         take = min(n, k * 4)
         top = np.argpartition(-sims, take - 1)[:take]
         top = top[np.argsort(-sims[top])]
-        owners = self._sentence_chunks(top.tolist())
+        owners = self.sentence_owners[top].tolist()
         allowed_set = set(allowed) if allowed is not None else None
         out: dict[int, float] = {}
-        for sid in top.tolist():
-            chunk = owners[sid]
+        for sid, chunk in zip(top.tolist(), owners, strict=True):
             if chunk in out or (allowed_set is not None and chunk not in allowed_set):
                 continue
             out[chunk] = float(sims[sid])
@@ -638,12 +676,14 @@ class IndexReader:
                 break
         return list(out.items())
 
-    def _sentence_chunks(self, sentence_ids: Sequence[int]) -> dict[int, int]:
-        marks = ",".join("?" * len(sentence_ids))
-        rows = self.db.execute(
-            f"SELECT rowid, chunk_rowid FROM sentences WHERE rowid IN ({marks})",
-            list(sentence_ids))
-        return {int(r[0]): int(r[1]) for r in rows}
+    def _read_sentence_owners(self) -> np.ndarray:
+        """The chunk FAISS id of every sentence vector."""
+        owners = np.full(self.sentence_vectors.shape[0], -1, dtype=np.int64)
+        rows = self.db.execute("SELECT rowid, chunk_rowid FROM sentences").fetchall()
+        if rows:
+            pairs = np.asarray(rows, dtype=np.int64)
+            owners[pairs[:, 0]] = pairs[:, 1]
+        return owners
 
     def rowids_for_documents(self, doc_ids: Sequence[str]) -> list[int]:
         marks = ",".join("?" * len(doc_ids))
@@ -657,28 +697,39 @@ class IndexReader:
         return None if row is None else str(row[0])
 
     def chunks(self, rowids: Sequence[int]) -> dict[int, dict[str, Any]]:
-        if not rowids:
-            return {}
-        marks = ",".join("?" * len(rowids))
-        rows = self.db.execute(
-            'SELECT c.rowid AS rowid, c.chunk_id, c.doc_id, c.start, c."end", c.text, c.section, '
-            "c.page, c.n_tokens, c.header, d.title FROM chunks c JOIN documents d USING (doc_id) "
-            f"WHERE c.rowid IN ({marks})", list(rowids))
-        return {int(r["rowid"]): dict(r) for r in rows}
+        """The rows of the given chunks (a copy each), with their document's title. Rows of
+        recently asked chunks come from memory (a build never changes)."""
+        found, missing = self._chunk_rows.lookup(rowids)
+        if missing:
+            marks = ",".join("?" * len(missing))
+            rows = self.db.execute(
+                'SELECT c.rowid AS rowid, c.chunk_id, c.doc_id, c.start, c."end", c.text, '
+                "c.section, c.page, c.n_tokens, c.header, d.title FROM chunks c "
+                f"JOIN documents d USING (doc_id) WHERE c.rowid IN ({marks})", missing)
+            fetched = {int(r["rowid"]): dict(r) for r in rows}
+            self._chunk_rows.store(fetched)
+            found.update(fetched)
+        return {rowid: dict(row) for rowid, row in found.items()}
 
     def sentences_of_chunks(self, rowids: Sequence[int]) -> list[tuple[int, int, int, int, str]]:
-        """(chunk FAISS id, sentence id, start, end, terms) of every sentence inside the chunks."""
-        if not rowids:
-            return []
-        marks = ",".join("?" * len(rowids))
-        # "s.start < c.end" bounds the index range scan on (doc_id, start) from above too;
-        # without it SQLite walks every later sentence of the document for each chunk.
-        rows = self.db.execute(
-            'SELECT c.rowid, s.rowid, s.start, s."end", s.terms FROM chunks c JOIN sentences s '
-            'ON s.doc_id = c.doc_id AND s.start >= c.start AND s.start < c."end" '
-            'AND s."end" <= c."end" '
-            f"WHERE c.rowid IN ({marks}) ORDER BY c.rowid, s.start", list(rowids))
-        return [(int(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4])) for r in rows]
+        """(chunk FAISS id, sentence id, start, end, terms) of every sentence inside the chunks,
+        by chunk id, then start. Recently asked chunks' sentences come from memory."""
+        found, missing = self._chunk_sentences.lookup(rowids)
+        if missing:
+            marks = ",".join("?" * len(missing))
+            # "s.start < c.end" bounds the index range scan on (doc_id, start) from above too;
+            # without it SQLite walks every later sentence of the document for each chunk.
+            rows = self.db.execute(
+                'SELECT c.rowid, s.rowid, s.start, s."end", s.terms FROM chunks c '
+                "JOIN sentences s ON s.doc_id = c.doc_id AND s.start >= c.start "
+                'AND s.start < c."end" AND s."end" <= c."end" '
+                f"WHERE c.rowid IN ({marks}) ORDER BY c.rowid, s.start", missing)
+            fetched: dict[int, list[tuple[int, int, int, int, str]]] = {r: [] for r in missing}
+            for r in rows:
+                fetched[int(r[0])].append((int(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4])))
+            self._chunk_sentences.store(fetched)
+            found.update(fetched)
+        return [span for rowid in sorted(found) for span in found[rowid]]
 
     def piece_frequencies(self, pieces: Sequence[int]) -> dict[int, int]:
         """Chunk document frequency of each word-piece id (absent pieces are left out)."""
@@ -702,14 +753,18 @@ class IndexReader:
         ids, starts, ends = ids[filled], starts[filled], ends[filled]
         if not len(ids):
             return None
-        ranges = list(zip(starts.tolist(), ends.tolist(), strict=True))
-        tokens = np.concatenate([self.token_vectors[a:b] for a, b in ranges])
-        # (tokens x dim) @ (dim x pieces), transposed: the cheaper product for BLAS here.
-        sims = (tokens.astype(np.float32) @ np.asarray(query, dtype=np.float32).T).T
-        sims *= 1.0 / TOKEN_SCALE
         bounds = np.zeros(len(ids) + 1, dtype=np.int64)
         np.cumsum(ends - starts, out=bounds[1:])
-        piece_starts = np.concatenate([self.token_starts[a:b] for a, b in ranges])
+        ranges = list(zip(starts.tolist(), ends.tolist(), bounds.tolist(), strict=False))
+        # int8 rows straight into one float32 block: no concatenated int8 copy in between.
+        tokens = np.empty((int(bounds[-1]), self.token_vectors.shape[1]), dtype=np.float32)
+        piece_starts = np.empty(int(bounds[-1]), dtype=self.token_starts.dtype)
+        for a, b, at in ranges:
+            tokens[at:at + b - a] = self.token_vectors[a:b]
+            piece_starts[at:at + b - a] = self.token_starts[a:b]
+        # (tokens x dim) @ (dim x pieces), transposed: the cheaper product for BLAS here.
+        sims = (tokens @ np.asarray(query, dtype=np.float32).T).T
+        sims *= 1.0 / TOKEN_SCALE
         return TokenMatch(ids, bounds, sims, piece_starts)
 
     def term_frequencies(self, terms: Sequence[str]) -> dict[str, int]:

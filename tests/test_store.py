@@ -7,6 +7,7 @@ import json
 import shutil
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -162,6 +163,36 @@ def test_sentence_search_equals_brute_force(built_tiny: Settings, embedder: Embe
             assert [s for _, s in got] == pytest.approx(list(expected.values())[:3], abs=1e-5)
     finally:
         reader.close()
+
+
+def test_chunk_rows_and_sentences_from_memory_equal_the_database(
+        built_tiny: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recently read chunks come from the reader's cache: the same rows and sentences as a
+    fresh reader reads from SQLite, in the same order, whatever was cached before; a caller
+    changing a returned row changes nothing for the next; the cache keeps its size."""
+    monkeypatch.setattr(store, "CHUNK_CACHE_SIZE", 3)
+    warm = store.open_current(built_tiny.index_dir)
+
+    def from_database(ask: list[int]) -> tuple[Any, Any]:
+        cold = store.open_current(built_tiny.index_dir)
+        try:
+            return cold.chunks(ask), cold.sentences_of_chunks(ask)
+        finally:
+            cold.close()
+
+    try:
+        n = warm.faiss.ntotal
+        assert n > 4
+        warm.chunks([1, 3])
+        warm.sentences_of_chunks([3, 0])
+        for ask in ([3, 1, 0], [0, 2, 2, 4], list(range(n))[::-1], [4]):
+            assert (warm.chunks(ask), warm.sentences_of_chunks(ask)) == from_database(ask)
+        rows = warm.chunks([4])
+        rows[4]["text"] = "changed"
+        assert warm.chunks([4])[4]["text"] != "changed"
+        assert len(warm._chunk_rows._data) == len(warm._chunk_sentences._data) == 3
+    finally:
+        warm.close()
 
 
 def test_lexical_search_finds_the_fact(built_tiny: Settings) -> None:
