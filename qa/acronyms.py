@@ -86,6 +86,40 @@ def aliases(question: str, table: list[tuple[str, str]]) -> list[tuple[str, str]
     return list(unique)
 
 
+def alias_spans(question: str, pairs: Sequence[tuple[str, str]]) -> list[tuple[int, int, str]]:
+    """(start, end, other form) of every place ``question`` uses one of the ``pairs`` (form in
+    the question, other form) that ``aliases`` found in it."""
+    return [(m.start(), m.end(), other) for present, other in pairs
+            for m in _form_pattern(present).finditer(question)]
+
+
+def uses_form(text: str, form: str) -> bool:
+    """Whether ``text`` uses ``form``: an acronym as a whole word (plural too, case kept), a long
+    form in any case, hyphens or line breaks between its words."""
+    pattern, needle, lowered = _form_probe(form)
+    if needle not in (text.lower() if lowered else text):  # a cheap test first
+        return False
+    return pattern.search(text) is not None
+
+
+@lru_cache(maxsize=256)
+def _form_probe(form: str) -> tuple[re.Pattern[str], str, bool]:
+    """The form's pattern, its first word (which any match contains) and whether the match
+    ignores case (and the word is lower-cased)."""
+    pattern = _form_pattern(form)
+    first = re.split(r"[\s\-]+", form.strip())[0]
+    ignore_case = bool(pattern.flags & re.IGNORECASE)
+    return pattern, first.lower() if ignore_case else first, ignore_case
+
+
+@lru_cache(maxsize=256)
+def _form_pattern(form: str) -> re.Pattern[str]:
+    words = [re.escape(w) for w in re.split(r"[\s\-]+", form.strip()) if w]
+    body = r"[\s\-]+".join(words)
+    flags = 0 if len(words) == 1 else re.IGNORECASE
+    return re.compile(rf"(?<![\w\-]){body}s?(?![\w\-])", flags)
+
+
 def expansions(question: str, table: list[tuple[str, str]]) -> list[str]:
     """Alternative forms for acronyms or long forms that appear in ``question``."""
     return list(dict.fromkeys(other for _, other in aliases(question, table)))

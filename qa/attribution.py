@@ -48,3 +48,10 @@ def author_table(documents: Iterable[Mapping[str, object]]) -> AuthorTable:
 def named_documents(question: str, table: Sequence[tuple[str, re.Pattern[str]]]) -> frozenset[str]:
     """Ids of the documents whose author ``question`` names (possessive forms included)."""
     return frozenset(doc_id for doc_id, pattern in table if pattern.search(question))
+
+
+def name_spans(question: str,
+               table: Sequence[tuple[str, re.Pattern[str]]]) -> tuple[tuple[int, int], ...]:
+    """(start, end) of every author name ``question`` uses: the attribution, which is scored on
+    the documents' metadata and is no content to look for in passages."""
+    return tuple(sorted({m.span() for _, pattern in table for m in pattern.finditer(question)}))

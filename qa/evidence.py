@@ -9,14 +9,14 @@ Also the question side of late interaction: which of its word pieces count, and 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from qa import terms
+from qa import acronyms, terms
 from qa.store import IndexReader, TokenMatch
 
 
@@ -81,10 +81,12 @@ def query_terms(reader: IndexReader, question: str,
 @dataclass(frozen=True)
 class LateQuery:
     """The question's content word pieces for late interaction: unit vectors (one row each) and
-    IDF weights over the index's chunks."""
+    IDF weights over the index's chunks. ``aliased``: the rows that spell an acronym or long
+    form, with its other form: a text that uses the other form matches those rows fully."""
 
     vectors: np.ndarray
     weights: np.ndarray
+    aliased: tuple[tuple[tuple[int, ...], tuple[str, ...]], ...] = ()
 
 
 def is_content_piece(piece: str) -> bool:
@@ -94,30 +96,72 @@ def is_content_piece(piece: str) -> bool:
 
 
 def late_query(reader: IndexReader, ids: Sequence[int], pieces: Sequence[str],
-               vectors: np.ndarray) -> LateQuery | None:
+               vectors: np.ndarray, starts: Sequence[int] = (), *,
+               ignore: Sequence[tuple[int, int]] = (),
+               aliases: Sequence[tuple[int, int, str]] = ()) -> LateQuery | None:
     """Keep the pieces that carry content (not stopwords, not punctuation) and weight each by
     its IDF, so that "Kazakh" counts for more than "security" in a corpus about security.
-    None when the question has no such piece or the index stores no token vectors."""
+    ``starts``: where each piece starts in the question; pieces inside an ``ignore`` span (an
+    author the question names) are dropped, pieces inside an ``aliases`` span (start, end,
+    other form) are marked as that acronym or long form. None when the question has no content
+    piece or the index stores no token vectors."""
     if not reader.has_token_vectors:
         return None
-    keep = [n for n, piece in enumerate(pieces) if is_content_piece(piece)]
+
+    def inside(n: int, spans: Sequence[tuple[int, ...]]) -> bool:
+        return n < len(starts) and any(span[0] <= starts[n] < span[1] for span in spans)
+
+    keep = [n for n, piece in enumerate(pieces)
+            if is_content_piece(piece) and not inside(n, ignore)]
     if not keep:
         return None
     n_chunks = int(reader.manifest.get("counts", {}).get("chunks", 0))
     df = reader.piece_frequencies([int(ids[n]) for n in keep])
     weights = np.array([max(math.log((n_chunks + 1) / (df.get(int(ids[n]), 0) + 0.5)), 0.01)
                         for n in keep], dtype=np.float32)
-    return LateQuery(np.ascontiguousarray(vectors[keep], dtype=np.float32), weights)
+    others: dict[tuple[int, ...], dict[str, None]] = {}
+    for start, end, other in aliases:
+        rows = tuple(row for row, n in enumerate(keep) if inside(n, [(start, end)]))
+        if rows:
+            others.setdefault(rows, {})[other] = None
+    return LateQuery(np.ascontiguousarray(vectors[keep], dtype=np.float32), weights,
+                     tuple((rows, tuple(forms)) for rows, forms in others.items()))
 
 
-def late_scores(match: TokenMatch | None, query: LateQuery) -> dict[int, float]:
+def other_form_users(query: LateQuery, texts: Mapping[int, str]) -> dict[int, tuple[int, ...]]:
+    """The texts (by key) that use the other form of an acronym or long form of the question,
+    with the question's pieces that spell it: late interaction counts those pieces as matched
+    there, as term coverage and BM25 count either form (the pieces of "CBMs" cannot match
+    "confidence-building measures" by their vectors)."""
+    users: dict[int, tuple[int, ...]] = {}
+    for rows, forms in query.aliased:
+        for key, text in texts.items():
+            if any(acronyms.uses_form(text, form) for form in forms):
+                users[key] = users.get(key, ()) + rows
+    return users
+
+
+def late_scores(match: TokenMatch | None, query: LateQuery,
+                credited: Mapping[int, tuple[int, ...]] | None = None) -> dict[int, float]:
     """Late interaction of each matched chunk: the IDF-weighted mean, over the question's
-    pieces, of the best cosine with any of the chunk's pieces (MaxSim)."""
+    pieces, of the best cosine with any of the chunk's pieces (MaxSim). ``credited``: chunks
+    (by FAISS id) that use the other form of the question's acronyms (``other_form_users``)."""
     if match is None:
         return {}
     best = np.maximum.reduceat(match.sims, match.bounds[:-1], axis=1)  # (pieces, chunks)
+    keys = match.rowids.tolist()
+    _credit(best, keys, credited)
     scores = (query.weights @ best) / float(query.weights.sum())
-    return dict(zip(match.rowids.tolist(), scores.tolist(), strict=True))
+    return dict(zip(keys, scores.tolist(), strict=True))
+
+
+def _credit(best: np.ndarray, keys: Sequence[int],
+            credited: Mapping[int, tuple[int, ...]] | None) -> None:
+    """In place: the credited question pieces (rows) of each key (column) match fully."""
+    for col, key in enumerate(keys):
+        rows = credited.get(key) if credited else None
+        if rows:
+            best[list(rows), col] = 1.0
 
 
 ChunkSentences = tuple[int, int, Sequence[tuple[int, int, int]]]  # rowid, chunk start, spans
@@ -125,45 +169,47 @@ _CHUNK_STRIDE = 1 << 40  # keeps each chunk's offsets apart in one sorted key sp
 
 
 def sentence_late_scores(match: TokenMatch | None, query: LateQuery,
-                         chunks: Sequence[ChunkSentences]) -> dict[int, float]:
+                         chunks: Sequence[ChunkSentences],
+                         credited: Mapping[int, tuple[int, ...]] | None = None
+                         ) -> dict[int, float]:
     """``late_scores`` of each sentence over the pieces that start inside it, for the sentences
     (id, start, end in document offsets) of several matched chunks (FAISS id, the chunk's start
-    offset), all in one pass: pieces are in text order and sentences do not overlap, so each
-    piece belongs to the last sentence starting at or before it, if it starts before that
-    sentence ends."""
+    offset), all in one pass. Every stored piece and every sentence gets a key in one sorted
+    space (the chunk's place in ``match`` apart, then the document offset); pieces are in text
+    order and sentences do not overlap, so each piece belongs to the last sentence starting at
+    or before it, if it starts before that sentence ends. ``credited``: as for
+    ``late_scores``, by sentence id."""
     if match is None:
         return {}
-    columns: list[np.ndarray] = []
-    piece_keys: list[np.ndarray] = []
-    sentence_ids: list[int] = []
-    sentence_starts: list[int] = []
-    sentence_ends: list[int] = []
-    for n, (rowid, chunk_start, spans) in enumerate(chunks):
-        at = int(np.searchsorted(match.rowids, rowid))
-        if at >= len(match.rowids) or match.rowids[at] != rowid or not spans:
+    where = {rowid: n for n, rowid in enumerate(match.rowids.tolist())}
+    # Each matched chunk's band, plus its start offset where its sentences are asked for.
+    bases = np.arange(len(where), dtype=np.int64) * _CHUNK_STRIDE
+    sentences: list[tuple[int, int, int]] = []  # (key of start, key of end, sentence id)
+    for rowid, chunk_start, spans in chunks:
+        n = where.get(rowid)
+        if n is None:
             continue
-        cols = np.arange(match.bounds[at], match.bounds[at + 1])
-        base = n * _CHUNK_STRIDE
-        columns.append(cols)
-        piece_keys.append(match.starts[cols].astype(np.int64) + (chunk_start + base))
-        for sentence_id, start, end in sorted(spans, key=lambda span: span[1]):
-            sentence_ids.append(sentence_id)
-            sentence_starts.append(base + start)
-            sentence_ends.append(base + end)
-    if not columns or not sentence_ids:
+        band = n * _CHUNK_STRIDE
+        bases[n] += chunk_start
+        sentences.extend((band + start, band + end, sid) for sid, start, end in spans)
+    if not sentences:
         return {}
-    cols, keys = np.concatenate(columns), np.concatenate(piece_keys)
-    starts = np.asarray(sentence_starts, dtype=np.int64)
+    sentences.sort()
+    starts = np.fromiter((s[0] for s in sentences), dtype=np.int64, count=len(sentences))
+    ends = np.fromiter((s[1] for s in sentences), dtype=np.int64, count=len(sentences))
+    keys = match.starts.astype(np.int64) + np.repeat(bases, np.diff(match.bounds))
     owner = np.searchsorted(starts, keys, side="right") - 1
     inside = owner >= 0
-    inside[inside] &= keys[inside] < np.asarray(sentence_ends, dtype=np.int64)[owner[inside]]
+    inside[inside] &= keys[inside] < ends[owner[inside]]
     if not inside.any():
         return {}
     owner = owner[inside]
     groups = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-    best = np.maximum.reduceat(match.sims[:, cols[inside]], groups, axis=1)
+    best = np.maximum.reduceat(match.sims[:, inside], groups, axis=1)
+    ids = [sentences[int(owner[g])][2] for g in groups]
+    _credit(best, ids, credited)
     scores = (query.weights @ best) / float(query.weights.sum())
-    return {sentence_ids[int(owner[g])]: float(v) for g, v in zip(groups, scores, strict=True)}
+    return dict(zip(ids, scores.tolist(), strict=True))
 
 
 class SentenceEvidence(NamedTuple):

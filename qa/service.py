@@ -190,7 +190,9 @@ class QAService:
         elif (mode == "hybrid" and self.settings.rerank and self.settings.late_interaction
               and reader.has_token_vectors):
             vector, tokens = self.embedder.encode_query_with_tokens(query.dense_text)
-            late = evidence.late_query(reader, tokens.ids, tokens.pieces, tokens.vectors)
+            late = evidence.late_query(reader, tokens.ids, tokens.pieces, tokens.vectors,
+                                       tokens.starts, ignore=query.name_spans,
+                                       aliases=query.alias_spans)
         else:
             vector = self.embedder.encode_query(query.dense_text)
         timings: dict[str, Any] = {"encode": _ms(t0)}

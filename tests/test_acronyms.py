@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qa.acronyms import expansions, find_acronyms, gloss
+from qa.acronyms import alias_spans, aliases, expansions, find_acronyms, gloss, uses_form
 
 CICA = "Conference on Interaction and Confidence Building Measures in Asia"
 
@@ -105,3 +105,31 @@ def test_no_gloss_when_any_long_form_of_the_acronym_is_spelled_out() -> None:
     table = [("CICA", "Conference on Interaction"), ("CICA", "Conference on Interaction and "
                                                              "Confidence-Building Measures")]
     assert gloss(text, table) == text
+
+
+def test_alias_spans_locate_each_form_the_question_uses() -> None:
+    question = "Which countries coordinate the CBMs on new challenges, and did CICA agree?"
+    spans = alias_spans(question, aliases(question, TABLE))
+    assert sorted((question[a:b], other) for a, b, other in spans) == [
+        ("CBMs", "confidence building measures"), ("CICA", CICA)]
+    long_question = "What did the Conference on Interaction and Confidence-Building Measures in " \
+                    "Asia decide?"
+    assert sorted((long_question[a:b], other) for a, b, other in
+                  alias_spans(long_question, aliases(long_question, TABLE))) == [
+        ("Conference on Interaction and Confidence-Building Measures in Asia", "CICA"),
+        ("Confidence-Building Measures", "CBM")]  # a long form inside another counts too
+    assert alias_spans("Where is Lake Baikal?", aliases("Where is Lake Baikal?", TABLE)) == []
+
+
+@pytest.mark.parametrize(("text", "form", "used"), [
+    ("for confidence-building\nmeasures in five dimensions", "confidence building measures", True),
+    ("Confidence Building Measure", "confidence building measures", False),  # plural only
+    ("two confidence building measure", "confidence building measure", True),
+    ("the CBMs of 2002", "CBM", True),
+    ("the cbm of 2002", "CBM", False),  # an acronym keeps its case
+    ("the CBMA met", "CBM", False),
+    ("an OSCA-type mechanism", "OSCA", False),  # part of a compound, not the name itself
+    ("", "CBM", False),
+])
+def test_uses_form(text: str, form: str, used: bool) -> None:
+    assert uses_form(text, form) is used

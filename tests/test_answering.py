@@ -7,7 +7,14 @@ import pytest
 from qa.answering import LATE_INTERACTION_WEIGHT, compose_answer, is_answer_candidate
 from qa.answertype import expected_answer_type
 from qa.evidence import SentenceEvidence
-from qa.retrieval import POOL_PER_RETRIEVER, W_LATE_INTERACTION, Hit, _pool, _rerank
+from qa.retrieval import (
+    POOL_PER_RETRIEVER,
+    W_LATE_INTERACTION,
+    W_SENTENCE_LATE,
+    Hit,
+    _pool,
+    _rerank,
+)
 
 
 @pytest.mark.parametrize(("sentence", "expected"), [
@@ -62,6 +69,20 @@ def test_rerank_adds_late_interaction() -> None:
     late = _rerank([1, 2], dense, lexical, found, late={1: 0.4, 2: 0.7})
     assert late[1] == pytest.approx(plain[1] + W_LATE_INTERACTION * 0.4)
     assert late[2] == pytest.approx(plain[2] + W_LATE_INTERACTION * 0.7)
+
+
+def test_rerank_adds_the_best_sentences_late_interaction() -> None:
+    """Of two passages with the same evidence otherwise, the one whose pieces match within one
+    sentence ranks higher; a passage's other sentences do not add up."""
+    text = "The accord was signed by the member states."
+    found = {r: [SentenceEvidence(r, 10 * r + n, 0, len(text), text, 0.6, 0.5) for n in (0, 1)]
+             for r in (1, 2)}
+    dense, lexical = {1: 0.5, 2: 0.5}, {1: 3.0, 2: 3.0}
+    plain = _rerank([1, 2], dense, lexical, found)
+    scored = _rerank([1, 2], dense, lexical, found,
+                     sentence_late={10: 0.3, 11: 0.3, 20: 0.5, 21: 0.1})
+    assert scored[1] == pytest.approx(plain[1] + W_SENTENCE_LATE * 0.3)
+    assert scored[2] == pytest.approx(plain[2] + W_SENTENCE_LATE * 0.5)
 
 
 class _Text:

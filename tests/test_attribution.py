@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import make_settings
 
-from qa.attribution import author_table, name_parts, named_documents
+from qa.attribution import author_table, name_parts, name_spans, named_documents
 from qa.embedding import Embedder
 from qa.evidence import SentenceEvidence
 from qa.indexing import build_index
@@ -98,3 +98,11 @@ def test_naming_the_author_ranks_their_document_first(tmp_path: Path,
     assert ranking(f"So {question}") == ["basin-commission-summary", "ivanova-water-report"]
     assert ranking(f"According to Ivanova, {question}") == ["ivanova-water-report",
                                                            "basin-commission-summary"]
+
+
+def test_name_spans_mark_where_the_question_names_an_author() -> None:
+    table = author_table(DOCS)
+    question = "In Chen's three-step plan, what does Chen Dongxiao call the 2020s?"
+    assert [question[a:b] for a, b in name_spans(question, table)] == [
+        "Chen", "Chen", "Dongxiao"]
+    assert name_spans("What did He say about water?", table) == ()

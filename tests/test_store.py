@@ -464,6 +464,65 @@ def test_late_interaction_equals_brute_force_maxsim(tmp_path: Path) -> None:
         reader.close()
 
 
+def test_late_query_drops_named_authors_and_marks_acronyms(tmp_path: Path) -> None:
+    """The question "Chen : the CBMs , threats" as word pieces: the author's piece is left out,
+    stopwords and punctuation too; the pieces of "CBMs" are marked with its other form."""
+    reader = _token_build(tmp_path, [(np.array([0, 1], dtype=np.int32),
+                                      np.array([0, 5], dtype=np.int32),
+                                      store.quantize_tokens(np.eye(2, 8, dtype=np.float32)))])
+    try:
+        pieces = ["chen", ":", "the", "cb", "##ms", ",", "threats"]
+        starts = [0, 5, 7, 11, 13, 16, 18]
+        vectors = np.eye(len(pieces), 8, dtype=np.float32)
+        query = evidence.late_query(reader, list(range(len(pieces))), pieces, vectors, starts,
+                                    ignore=[(0, 4)],
+                                    aliases=[(11, 15, "confidence building measures"),
+                                             (11, 15, "confidence-building measures")])
+        assert query is not None
+        np.testing.assert_array_equal(query.vectors, vectors[[3, 4, 6]])
+        assert query.aliased == (((0, 1), ("confidence building measures",
+                                           "confidence-building measures")),)
+        users = evidence.other_form_users(query, {
+            1: "coordinators of confidence-building\nmeasures", 2: "the CBMs", 3: "measures"})
+        assert users == {1: (0, 1)}
+        only_names = evidence.late_query(reader, [0], ["chen"], vectors[:1], [0],
+                                         ignore=[(0, 4)])
+        assert only_names is None
+    finally:
+        reader.close()
+
+
+def test_credited_pieces_match_fully(tmp_path: Path) -> None:
+    """A chunk or sentence that uses the other form of the question's acronym: those question
+    pieces count as a perfect match, the others keep their MaxSim."""
+    rng = np.random.default_rng(2)
+    floats = rng.normal(size=(4, 8)).astype(np.float32)
+    floats /= np.linalg.norm(floats, axis=1, keepdims=True)
+    reader = _token_build(tmp_path, [(np.arange(4, dtype=np.int32),
+                                      np.arange(4, dtype=np.int32) * 10,
+                                      store.quantize_tokens(floats))])
+    try:
+        q = rng.normal(size=(3, 8)).astype(np.float32)
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        query = LateQuery(q, np.array([1.0, 2.0, 3.0], dtype=np.float32), (((1,), ("x",)),))
+        match = reader.match_tokens(query.vectors, [0])
+        plain = evidence.late_scores(match, query)[0]
+        credited = evidence.late_scores(match, query, {0: (1,)})[0]
+        best = (q @ floats.T).max(axis=1)
+        best[1] = 1.0
+        assert credited == pytest.approx(float(query.weights @ best / 6.0), abs=0.01)
+        assert credited > plain
+        spans = [(7, 0, 15), (8, 15, 40)]  # pieces at 0, 10 | 20, 30
+        per_sentence = evidence.sentence_late_scores(match, query, [(0, 0, spans)], {8: (1,)})
+        best = (q @ floats[2:].T).max(axis=1)
+        best[1] = 1.0
+        assert per_sentence[8] == pytest.approx(float(query.weights @ best / 6.0), abs=0.01)
+        assert per_sentence[7] == pytest.approx(
+            evidence.sentence_late_scores(match, query, [(0, 0, spans)])[7])
+    finally:
+        reader.close()
+
+
 def test_a_build_without_token_vectors_has_none(tmp_path: Path) -> None:
     layout = store.Layout(tmp_path / "index")
     writer = store.BuildWriter(layout, store.new_version())
