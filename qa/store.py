@@ -22,7 +22,7 @@ import time
 import uuid
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -500,7 +500,21 @@ class _LRU:
         self._data: OrderedDict[int, Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def lookup(self, keys: Iterable[int]) -> tuple[dict[int, Any], list[int]]:
+    def fetch(self, keys: Iterable[int],
+              load: Callable[[list[int]], dict[int, Any]]) -> dict[int, Any]:
+        """The values of ``keys``: cached ones from memory, the others from ``load`` (which gets
+        the missing keys, each once) and then kept."""
+        found, missing = self._lookup(keys)
+        if missing:
+            loaded = load(missing)
+            with self._lock:
+                self._data.update(loaded)
+                while len(self._data) > self._size:
+                    self._data.popitem(last=False)
+            found.update(loaded)
+        return found
+
+    def _lookup(self, keys: Iterable[int]) -> tuple[dict[int, Any], list[int]]:
         """(the cached values, the keys not cached)."""
         found: dict[int, Any] = {}
         missing: dict[int, None] = {}
@@ -512,12 +526,6 @@ class _LRU:
                 else:
                     missing[key] = None
         return found, list(missing)
-
-    def store(self, items: dict[int, Any]) -> None:
-        with self._lock:
-            self._data.update(items)
-            while len(self._data) > self._size:
-                self._data.popitem(last=False)
 
 
 class IndexReader:
@@ -699,37 +707,36 @@ class IndexReader:
     def chunks(self, rowids: Sequence[int]) -> dict[int, dict[str, Any]]:
         """The rows of the given chunks (a copy each), with their document's title. Rows of
         recently asked chunks come from memory (a build never changes)."""
-        found, missing = self._chunk_rows.lookup(rowids)
-        if missing:
-            marks = ",".join("?" * len(missing))
-            rows = self.db.execute(
-                'SELECT c.rowid AS rowid, c.chunk_id, c.doc_id, c.start, c."end", c.text, '
-                "c.section, c.page, c.n_tokens, c.header, d.title FROM chunks c "
-                f"JOIN documents d USING (doc_id) WHERE c.rowid IN ({marks})", missing)
-            fetched = {int(r["rowid"]): dict(r) for r in rows}
-            self._chunk_rows.store(fetched)
-            found.update(fetched)
+        found = self._chunk_rows.fetch(rowids, self._read_chunks)
         return {rowid: dict(row) for rowid, row in found.items()}
+
+    def _read_chunks(self, rowids: list[int]) -> dict[int, dict[str, Any]]:
+        marks = ",".join("?" * len(rowids))
+        rows = self.db.execute(
+            'SELECT c.rowid AS rowid, c.chunk_id, c.doc_id, c.start, c."end", c.text, c.section, '
+            "c.page, c.n_tokens, c.header, d.title FROM chunks c JOIN documents d USING (doc_id) "
+            f"WHERE c.rowid IN ({marks})", rowids)
+        return {int(r["rowid"]): dict(r) for r in rows}
 
     def sentences_of_chunks(self, rowids: Sequence[int]) -> list[tuple[int, int, int, int, str]]:
         """(chunk FAISS id, sentence id, start, end, terms) of every sentence inside the chunks,
         by chunk id, then start. Recently asked chunks' sentences come from memory."""
-        found, missing = self._chunk_sentences.lookup(rowids)
-        if missing:
-            marks = ",".join("?" * len(missing))
-            # "s.start < c.end" bounds the index range scan on (doc_id, start) from above too;
-            # without it SQLite walks every later sentence of the document for each chunk.
-            rows = self.db.execute(
-                'SELECT c.rowid, s.rowid, s.start, s."end", s.terms FROM chunks c '
-                "JOIN sentences s ON s.doc_id = c.doc_id AND s.start >= c.start "
-                'AND s.start < c."end" AND s."end" <= c."end" '
-                f"WHERE c.rowid IN ({marks}) ORDER BY c.rowid, s.start", missing)
-            fetched: dict[int, list[tuple[int, int, int, int, str]]] = {r: [] for r in missing}
-            for r in rows:
-                fetched[int(r[0])].append((int(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4])))
-            self._chunk_sentences.store(fetched)
-            found.update(fetched)
+        found = self._chunk_sentences.fetch(rowids, self._read_sentences)
         return [span for rowid in sorted(found) for span in found[rowid]]
+
+    def _read_sentences(self, rowids: list[int]) -> dict[int, list[tuple[int, int, int, int, str]]]:
+        marks = ",".join("?" * len(rowids))
+        # "s.start < c.end" bounds the index range scan on (doc_id, start) from above too;
+        # without it SQLite walks every later sentence of the document for each chunk.
+        rows = self.db.execute(
+            'SELECT c.rowid, s.rowid, s.start, s."end", s.terms FROM chunks c JOIN sentences s '
+            'ON s.doc_id = c.doc_id AND s.start >= c.start AND s.start < c."end" '
+            'AND s."end" <= c."end" '
+            f"WHERE c.rowid IN ({marks}) ORDER BY c.rowid, s.start", rowids)
+        found: dict[int, list[tuple[int, int, int, int, str]]] = {r: [] for r in rowids}
+        for r in rows:
+            found[int(r[0])].append((int(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4])))
+        return found
 
     def piece_frequencies(self, pieces: Sequence[int]) -> dict[int, int]:
         """Chunk document frequency of each word-piece id (absent pieces are left out)."""
