@@ -149,19 +149,19 @@ def late_scores(match: TokenMatch | None, query: LateQuery,
     if match is None:
         return {}
     best = np.maximum.reduceat(match.sims, match.bounds[:-1], axis=1)  # (pieces, chunks)
-    keys = match.rowids.tolist()
-    _credit(best, keys, credited)
-    scores = (query.weights @ best) / float(query.weights.sum())
-    return dict(zip(keys, scores.tolist(), strict=True))
+    return _weighted_means(best, match.rowids.tolist(), query, credited)
 
 
-def _credit(best: np.ndarray, keys: Sequence[int],
-            credited: Mapping[int, tuple[int, ...]] | None) -> None:
-    """In place: the credited question pieces (rows) of each key (column) match fully."""
+def _weighted_means(best: np.ndarray, keys: Sequence[int], query: LateQuery,
+                    credited: Mapping[int, tuple[int, ...]] | None) -> dict[int, float]:
+    """Each column's (key's) IDF-weighted mean of its best cosines (question pieces x keys),
+    the credited question pieces of a key (``other_form_users``) counting as a full match."""
     for col, key in enumerate(keys):
         rows = credited.get(key) if credited else None
         if rows:
             best[list(rows), col] = 1.0
+    scores = (query.weights @ best) / float(query.weights.sum())
+    return dict(zip(keys, scores.tolist(), strict=True))
 
 
 ChunkSentences = tuple[int, int, Sequence[tuple[int, int, int]]]  # rowid, chunk start, spans
@@ -206,10 +206,7 @@ def sentence_late_scores(match: TokenMatch | None, query: LateQuery,
     owner = owner[inside]
     groups = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
     best = np.maximum.reduceat(match.sims[:, inside], groups, axis=1)
-    ids = [sentences[int(owner[g])][2] for g in groups]
-    _credit(best, ids, credited)
-    scores = (query.weights @ best) / float(query.weights.sum())
-    return dict(zip(ids, scores.tolist(), strict=True))
+    return _weighted_means(best, [sentences[int(owner[g])][2] for g in groups], query, credited)
 
 
 class SentenceEvidence(NamedTuple):

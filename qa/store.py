@@ -740,12 +740,7 @@ class IndexReader:
 
     def piece_frequencies(self, pieces: Sequence[int]) -> dict[int, int]:
         """Chunk document frequency of each word-piece id (absent pieces are left out)."""
-        if not pieces:
-            return {}
-        unique = sorted(set(pieces))
-        marks = ",".join("?" * len(unique))
-        rows = self.db.execute(f"SELECT piece, df FROM piece_df WHERE piece IN ({marks})", unique)
-        return {int(r[0]): int(r[1]) for r in rows}
+        return {int(k): df for k, df in self._frequencies("piece_df", "piece", pieces).items()}
 
     def match_tokens(self, query: np.ndarray, rowids: Sequence[int]) -> TokenMatch | None:
         """Cosines between the question's token vectors (``query``, unit rows) and every stored
@@ -762,7 +757,7 @@ class IndexReader:
             return None
         bounds = np.zeros(len(ids) + 1, dtype=np.int64)
         np.cumsum(ends - starts, out=bounds[1:])
-        ranges = list(zip(starts.tolist(), ends.tolist(), bounds.tolist(), strict=False))
+        ranges = list(zip(starts.tolist(), ends.tolist(), bounds[:-1].tolist(), strict=True))
         # int8 rows straight into one float32 block: no concatenated int8 copy in between.
         tokens = np.empty((int(bounds[-1]), self.token_vectors.shape[1]), dtype=np.float32)
         piece_starts = np.empty(int(bounds[-1]), dtype=self.token_starts.dtype)
@@ -776,12 +771,17 @@ class IndexReader:
 
     def term_frequencies(self, terms: Sequence[str]) -> dict[str, int]:
         """Chunk document frequency of each stemmed term (absent terms are left out)."""
-        if not terms:
+        return {str(k): df for k, df in self._frequencies("term_df", "term", terms).items()}
+
+    def _frequencies(self, table: str, column: str, keys: Sequence[Any]) -> dict[Any, int]:
+        """``df`` of each of ``keys`` found in a frequency table."""
+        unique = sorted(set(keys))
+        if not unique:
             return {}
-        marks = ",".join("?" * len(terms))
-        rows = self.db.execute(f"SELECT term, df FROM term_df WHERE term IN ({marks})",
-                               list(terms))
-        return {str(r[0]): int(r[1]) for r in rows}
+        marks = ",".join("?" * len(unique))
+        rows = self.db.execute(f"SELECT {column}, df FROM {table} WHERE {column} IN ({marks})",
+                               unique)
+        return {r[0]: int(r[1]) for r in rows}
 
     def acronyms(self) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in self.db.execute(
