@@ -1,14 +1,14 @@
 """How far can the reranker's own signals go? An optimistic bound on the gold set.
 
-Scores *every* chunk of the bundled index (no candidate cut-off) on the eight features the
+Scores *every* chunk of the bundled index (no candidate cut-off) on the nine features the
 second stage can see — chunk similarity, best-sentence similarity, BM25 (normalized by the top
 score), best-sentence coverage, whole-chunk coverage, whether the question names the passage's
-author, late interaction over the stored token vectors, and the late interaction of the best
-sentence — and reports hit@1/hit@5/MRR@10 for:
-each feature alone, the shipped weighting, reciprocal rank fusion and z-score fusion of the
-features, and the best of every weighting on a small grid. The grid's best is fitted to the very
-questions it is measured on, so it is an upper bound on what any weighting of these signals can
-do, not a setting to use.
+author, late interaction over the stored token vectors, the late interaction of the best
+sentence, and the best sentence's share of the question's word pairs (proximity) — and reports
+hit@1/hit@5/MRR@10 for: each feature alone, the shipped weighting, reciprocal rank fusion and
+z-score fusion of the features, and the best of every weighting on a small grid. The grid's
+best is fitted to the very questions it is measured on, so it is an upper bound on what any
+weighting of these signals can do, not a setting to use.
 
     python bench/rerank_ceiling.py            # needs a built index (qa index)
 """
@@ -34,7 +34,7 @@ from qa.evaluation import DEFAULT_GOLD, load_gold, passage_contains
 from qa.service import QAService
 
 FEATURES = ("chunk_sim", "sentence_sim", "bm25", "sentence_cov", "chunk_cov", "named_author",
-            "late", "sentence_late")
+            "late", "sentence_late", "proximity")
 GRID = (0.0, 0.5, 1.0, 2.0)
 LATE_GRID = (0.0, 2.0, 4.0, 8.0)  # late interaction lies in a narrower range (about 0.3-0.9)
 Features = dict[int, dict[str, float]]
@@ -77,6 +77,7 @@ def features(service: QAService) -> list[tuple[set[int], Features]]:
                 "late": late.get(rowid, 0.0),
                 "sentence_late": max((sentence_late.get(e.sentence_id, 0.0) for e in ev),
                                      default=0.0),
+                "proximity": max((e.proximity for e in ev), default=0.0),
             }
         out.append((targets, table))
     return out
@@ -160,11 +161,11 @@ def main() -> None:
                "sentence_sim": retrieval.W_SENTENCE_SIMILARITY, "bm25": retrieval.W_BM25,
                "sentence_cov": retrieval.W_SENTENCE_COVERAGE,
                "named_author": retrieval.W_NAMED_AUTHOR, "late": retrieval.W_LATE_INTERACTION,
-               "sentence_late": retrieval.W_SENTENCE_LATE}
+               "sentence_late": retrieval.W_SENTENCE_LATE, "proximity": retrieval.W_PROXIMITY}
     rows.append(("shipped weights (no answer-type term), every chunk", measure(data, linear(shipped))))
     for k in (5, 60):
-        rows.append((f"rank fusion of the eight, k={k}", measure(data, rank_fusion(k))))
-    rows.append(("z-score fusion of the eight", measure(data, z_fusion)))
+        rows.append((f"rank fusion of the nine, k={k}", measure(data, rank_fusion(k))))
+    rows.append(("z-score fusion of the nine", measure(data, z_fusion)))
     grids = [LATE_GRID if name == "late" else GRID for name in FEATURES]
     weightings = np.array([w for w in itertools.product(*grids) if any(w)], dtype=np.float32)
     best = grid_search(data, weightings)

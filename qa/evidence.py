@@ -27,11 +27,13 @@ def term_set(text: str) -> set[str]:
 
 @dataclass(frozen=True)
 class QueryTerms:
-    """The question's stemmed terms with IDF weights over the index's chunks, and the other form
-    of each acronym or long form in it: a sentence that uses the other form covers those terms."""
+    """The question's stemmed terms with IDF weights over the index's chunks, the other form of
+    each acronym or long form in it (a sentence that uses the other form covers those terms), and
+    its ordered word pairs (``terms.term_pairs``), for proximity."""
 
     weights: dict[str, float]
     aliases: tuple[tuple[frozenset[str], frozenset[str]], ...] = ()
+    pairs: tuple[tuple[str, str], ...] = ()
 
     @cached_property
     def total(self) -> float:
@@ -42,10 +44,36 @@ class QueryTerms:
         return self._share(set(present))
 
     def coverage_of_stored(self, stored_terms: str) -> float:
-        """``coverage`` of a sentence's stored terms (distinct stems joined by spaces): checks
-        the question's few terms against the string instead of splitting it into a set."""
+        """``coverage`` of a sentence's stored terms (``terms.term_sequence``)."""
+        return self.stored_scores(stored_terms)[0]
+
+    def stored_scores(self, stored_terms: str) -> tuple[float, float]:
+        """(coverage, proximity) of a sentence's stored term sequence (``terms.term_sequence``),
+        checking the question's few terms and pairs against the string instead of splitting it.
+        Proximity: the IDF-weighted share (a pair weighs its two terms) of the question's word
+        pairs that the sentence holds as pairs too: "a security-and-development organization"
+        is closer to "the Organization for Security and Development" than to a text using both
+        words apart."""
         padded = f" {stored_terms} "
-        return self._share({t for t, probe in self._probes if probe in padded})
+        present = {t for t, probe in self._probes if probe in padded}
+        if not present:
+            return 0.0, 0.0
+        coverage = self._share(present)
+        if len(present) < 2 or not self._pair_probes:
+            return coverage, 0.0
+        held = sum(weight for a, b, probe, weight in self._pair_probes
+                   if a in present and b in present and probe in padded)
+        return coverage, held / self._pair_total
+
+    @cached_property
+    def _pair_probes(self) -> tuple[tuple[str, str, str, float], ...]:
+        """(a, b, " a b ", weight of a + weight of b) for each of the question's pairs."""
+        w = self.weights
+        return tuple((a, b, f" {a} {b} ", w[a] + w[b]) for a, b in self.pairs)
+
+    @cached_property
+    def _pair_total(self) -> float:
+        return sum(weight for *_, weight in self._pair_probes)
 
     @cached_property
     def _probes(self) -> tuple[tuple[str, str], ...]:
@@ -59,7 +87,7 @@ class QueryTerms:
             return 0.0
         for group, other in self.aliases:
             if other <= have:
-                have |= group
+                have = have | group  # a new set: the caller's is left as it was
         weights = self.weights
         return sum(weights[t] for t in have & weights.keys()) / total
 
@@ -75,7 +103,8 @@ def query_terms(reader: IndexReader, question: str,
     weights = {t: math.log((n_chunks + 1) / (df.get(t, 0) + 0.5)) for t in wanted}
     groups = tuple((frozenset(term_set(present) & wanted), frozenset(term_set(other)))
                    for present, other in aliases)
-    return QueryTerms(weights, tuple(dict.fromkeys((g, o) for g, o in groups if g and o)))
+    return QueryTerms(weights, tuple(dict.fromkeys((g, o) for g, o in groups if g and o)),
+                      tuple(sorted(terms.term_pairs(question))))
 
 
 @dataclass(frozen=True)
@@ -222,6 +251,7 @@ class SentenceEvidence(NamedTuple):
     similarity: float
     coverage: float
     late: float = 0.0  # late interaction with the question, for the sentences of returned hits
+    proximity: float = 0.0  # share of the question's word pairs it holds as pairs too
 
 
 def gather(reader: IndexReader, rows: dict[int, dict[str, Any]], query_vector: np.ndarray,
@@ -236,11 +266,12 @@ def gather(reader: IndexReader, rows: dict[int, dict[str, Any]], query_vector: n
     vectors[order] = reader.sentence_vectors[ids[order]]
     sims = vectors @ np.asarray(query_vector, dtype=np.float32).reshape(-1)
     out: dict[int, list[SentenceEvidence]] = {}
-    coverage = qterms.coverage_of_stored
+    scores = qterms.stored_scores
     for (chunk, sid, start, end, sentence_terms), sim in zip(spans, sims.tolist(), strict=True):
         row = rows[chunk]
         offset = row["start"]
+        coverage, proximity = scores(sentence_terms)
         out.setdefault(chunk, []).append(SentenceEvidence(
-            chunk, sid, start, end, row["text"][start - offset:end - offset], sim,
-            coverage(sentence_terms)))
+            chunk, sid, start, end, row["text"][start - offset:end - offset], sim, coverage,
+            0.0, proximity))
     return out

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from qa import chunking, evidence, store, textclean
+from qa import chunking, evidence, store, terms, textclean
 from qa.acronyms import find_acronyms, gloss
 from qa.config import Settings
 from qa.corpus import Document, SourceFile, UnreadableDocument, discover, load_document, page_at
@@ -25,9 +25,9 @@ from qa.errors import IndexCorruptError, NoIndexError
 
 log = logging.getLogger(__name__)
 
-# Bump when normalization, chunking, acronym rules or the embedded text change: it forces a full
-# rebuild.
-PIPELINE_VERSION = "7"
+# Bump when normalization, chunking, acronym rules, the embedded text or the stored sentence terms
+# change: it forces a full rebuild.
+PIPELINE_VERSION = "8"
 HEADER_SECTION_CHARS = 80
 
 Progress = Callable[[str, int, int], None]
@@ -315,7 +315,7 @@ def _term_counts(chunk_lists: Iterable[list[dict[str, Any]]]) -> dict[str, int]:
 
 
 def _with_chunk_ids(doc: _PreparedDoc, first: int) -> list[tuple[int, int, str, int, str]]:
-    """Each sentence with the FAISS id of the first chunk that contains it, and its terms."""
+    """Each sentence with the FAISS id of the first chunk that contains it, and its term sequence."""
     out = []
     spans = [(c["start"], c["end"]) for c in doc.chunks]
     j = 0
@@ -325,8 +325,7 @@ def _with_chunk_ids(doc: _PreparedDoc, first: int) -> list[tuple[int, int, str, 
         k = j
         while k > 0 and spans[k - 1][0] <= start and spans[k - 1][1] >= end:
             k -= 1
-        terms = " ".join(sorted(evidence.term_set(doc.text[start:end])))
-        out.append((start, end, key, first + k, terms))
+        out.append((start, end, key, first + k, terms.term_sequence(doc.text[start:end])))
     return out
 
 

@@ -345,7 +345,8 @@ class BuildWriter:
     def add_sentences(self, doc_id: str,
                       spans: Iterable[tuple[int, int, str, int, str]]) -> None:
         """Insert sentences: start, end, content key, FAISS id of the first chunk holding it,
-        and its stemmed terms (space-separated, for evidence scoring without re-tokenizing)."""
+        and its stemmed terms in order (``terms.term_sequence``: evidence scoring without
+        re-tokenizing)."""
         for start, end, key, chunk_rowid, terms in spans:
             self.db.execute(
                 'INSERT INTO sentences (rowid, doc_id, start, "end", content_key, chunk_rowid, '

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from itertools import pairwise
 from typing import Any
 
 _TOKEN = re.compile(r"[^\W_]+(?:['’][^\W_]+)?", re.UNICODE)
@@ -39,6 +40,35 @@ def _stemmer() -> Any:
 def stem(word: str) -> str:
     """The Snowball (Porter2) English stem, as FTS5's porter tokenizer sees words alike."""
     return str(_stemmer().stemWord(word))
+
+
+PAIR_GAP = 2  # stopwords allowed between the two words of a pair ("security and development")
+BREAK = "|"  # in a term sequence: more than PAIR_GAP stopwords stood here
+
+
+def term_sequence(text: str, gap: int = PAIR_GAP) -> str:
+    """The stemmed content words of ``text`` in order, space-separated, with ``BREAK`` wherever
+    more than ``gap`` stopwords stood between two of them. Stored for every sentence at index
+    time, so that scoring a question against it never re-tokenizes: coverage looks for " t ",
+    proximity for the pairs " a b " (``term_pairs``)."""
+    out: list[str] = []
+    skipped = 0
+    for token in tokens(text):
+        if token in STOPWORDS:
+            skipped += 1
+            continue
+        if out and skipped > gap:
+            out.append(BREAK)
+        out.append(stem(token))
+        skipped = 0
+    return " ".join(out)
+
+
+def term_pairs(text: str, gap: int = PAIR_GAP) -> set[tuple[str, str]]:
+    """Ordered pairs of consecutive stemmed content words at most ``gap`` stopwords apart: the
+    phrases of ``text``, loosely ("Organization for Security" gives ("organiz", "secur"))."""
+    words = term_sequence(text, gap).split()
+    return {(a, b) for a, b in pairwise(words) if BREAK not in (a, b)}
 
 
 def content_terms(text: str) -> list[str]:

@@ -10,6 +10,7 @@ from qa.evidence import SentenceEvidence
 from qa.retrieval import (
     POOL_PER_RETRIEVER,
     W_LATE_INTERACTION,
+    W_PROXIMITY,
     W_SENTENCE_LATE,
     Hit,
     _pool,
@@ -83,6 +84,18 @@ def test_rerank_adds_the_best_sentences_late_interaction() -> None:
                      sentence_late={10: 0.3, 11: 0.3, 20: 0.5, 21: 0.1})
     assert scored[1] == pytest.approx(plain[1] + W_SENTENCE_LATE * 0.3)
     assert scored[2] == pytest.approx(plain[2] + W_SENTENCE_LATE * 0.5)
+
+
+def test_rerank_adds_the_best_sentences_proximity() -> None:
+    text = "The accord was signed by the member states."
+    found = {r: [SentenceEvidence(r, 10 * r + n, 0, len(text), text, 0.6, 0.5, 0.0, p)
+                 for n, p in enumerate((0.2, 0.3 * r))] for r in (1, 2)}
+    dense, lexical = {1: 0.5, 2: 0.5}, {1: 3.0, 2: 3.0}
+    scores = _rerank([1, 2], dense, lexical, found)
+    bare = {r: [s._replace(proximity=0.0) for s in found[r]] for r in found}
+    plain = _rerank([1, 2], dense, lexical, bare)
+    assert scores[1] == pytest.approx(plain[1] + W_PROXIMITY * 0.3)  # the best sentence's
+    assert scores[2] == pytest.approx(plain[2] + W_PROXIMITY * 0.6)
 
 
 class _Text:

@@ -7,6 +7,7 @@ import pytest
 from qa.acronyms import aliases
 from qa.answertype import expected_answer_type
 from qa.evidence import QueryTerms, term_set
+from qa.terms import term_pairs, term_sequence
 
 TABLE = [("OSCA", "Organization for Security and Cooperation in Asia"),
          ("CBM", "confidence building measures")]
@@ -42,8 +43,37 @@ def test_coverage_of_stored_terms_equals_coverage_of_the_set(sentence: str) -> N
     weights = {t: float(len(t)) for t in term_set("What is the OSCA goal")}
     other = frozenset(term_set("Organization for Security and Cooperation in Asia"))
     qterms = QueryTerms(weights, ((frozenset({"osca"}), other),))
-    stored = " ".join(sorted(term_set(sentence)))
+    stored = term_sequence(sentence)
     assert qterms.coverage_of_stored(stored) == pytest.approx(qterms.coverage(term_set(sentence)))
+
+
+def _pair_terms(question: str) -> QueryTerms:
+    weights = {t: float(len(t)) for t in term_set(question)}
+    return QueryTerms(weights, pairs=tuple(sorted(term_pairs(question))))
+
+
+def test_proximity_is_the_weighted_share_of_the_questions_pairs_held() -> None:
+    qterms = _pair_terms("Who proposed a security-and-development organization?")
+    # a pair weighs its two terms (here: their lengths)
+    assert qterms.pairs == (("develop", "organiz"), ("propos", "secur"), ("secur", "develop"))
+    total = (7 + 7) + (6 + 5) + (5 + 7)
+    phrase = "Kazakhstan proposed the Organization for Security and Development of Asia."
+    coverage, proximity = qterms.stored_scores(term_sequence(phrase))
+    assert coverage == pytest.approx(qterms.coverage(term_set(phrase)))
+    assert proximity == pytest.approx((5 + 7) / total)  # only "security and development"
+    apart = "Development needs security, said the organization that Kazakhstan proposed."
+    assert qterms.stored_scores(term_sequence(apart)) == (pytest.approx(1.0), 0.0)
+
+
+def test_proximity_needs_both_words_of_a_pair_in_order_and_close() -> None:
+    qterms = _pair_terms("security development")
+    assert qterms.stored_scores(term_sequence("security and development"))[1] == 1.0
+    assert qterms.stored_scores(term_sequence("development and security"))[1] == 0.0
+    far = "security, as it was and is to be, development"  # five stopwords between
+    assert qterms.stored_scores(term_sequence(far))[1] == 0.0
+    assert qterms.stored_scores(term_sequence("security alone"))[1] == 0.0
+    assert QueryTerms({"secur": 1.0}).stored_scores(term_sequence("security and development")) \
+        == (1.0, 0.0)  # a one-word question has no pairs
 
 
 def test_coverage_weighs_rare_terms_more() -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from qa.service import QAService
-from qa.terms import content_terms, fts_expression, stem, tokens
+from qa.terms import BREAK, content_terms, fts_expression, stem, term_pairs, term_sequence, tokens
 
 NASTY = [
     'say "hello',
@@ -69,6 +69,22 @@ def test_content_terms_drop_stopwords_and_duplicates() -> None:
     assert content_terms("What is the Joint Water Commission? The commission, a water body.") == [
         "joint", "water", "commission", "body"]
     assert content_terms("a b 7 of") == ["7"]
+
+
+def test_term_sequence_keeps_order_and_marks_long_gaps() -> None:
+    assert term_sequence("The Organization for Security and Development of Asia") == \
+        "organiz secur develop asia"
+    # more than PAIR_GAP stopwords in a row break the sequence; punctuation does not
+    assert term_sequence("Security, as it was and is, matters") == f"secur {BREAK} matter"
+    assert term_sequence("of the and") == ""
+
+
+def test_term_pairs_are_ordered_neighbours_within_the_gap() -> None:
+    assert term_pairs("Organization for Security and Development") == {
+        ("organiz", "secur"), ("secur", "develop")}
+    assert term_pairs("Security, as it was and is, matters") == set()
+    assert term_pairs("security, as it was and is, matters", gap=5) == {("secur", "matter")}
+    assert term_pairs("security") == set()
 
 
 @pytest.mark.parametrize(("word", "expected"), [
