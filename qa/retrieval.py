@@ -108,6 +108,17 @@ class Query:
 
 
 @dataclass(frozen=True)
+class LexicalSide:
+    """What search needs that does not depend on the question's vector, so that it can be
+    prepared while the question is being encoded: the question's weighted terms, the chunk ids
+    a document filter allows (None: all), and BM25's candidates."""
+
+    qterms: QueryTerms
+    allowed: list[int] | None
+    ranked: list[tuple[int, float]]
+
+
+@dataclass(frozen=True)
 class Weights:
     dense: float = 1.0
     sentence: float = 1.0
@@ -130,25 +141,36 @@ def prepare_query(question: str, acronym_table: Sequence[tuple[str, str]],
                  tuple(alias_spans(question, pairs)))
 
 
-def search(reader: IndexReader, query: Query, query_vector: np.ndarray, *, k: int,
-           candidates: int = 50, weights: Weights | None = None, mode: str = "hybrid",
-           doc_ids: Sequence[str] | None = None,
-           late: LateQuery | None = None) -> tuple[list[Hit], QueryTerms]:
-    """The top ``k`` passages for ``query``, best first, no two covering the same region.
-    ``late``: the question's word pieces, for the reranker's late-interaction term."""
-    w = weights or Weights()
+def prepare_lexical(reader: IndexReader, query: Query, *, candidates: int = 50,
+                    mode: str = "hybrid", doc_ids: Sequence[str] | None = None) -> LexicalSide:
+    """The vector-free part of ``search`` (see ``LexicalSide``)."""
     qterms = evidence.query_terms(reader, query.question, query.aliases)
     allowed = reader.rowids_for_documents(doc_ids) if doc_ids else None
+    searched = mode != "dense" and (allowed is None or bool(allowed))
+    ranked = reader.lexical_search(query.fts, candidates, doc_ids) if searched else []
+    return LexicalSide(qterms, allowed, ranked)
+
+
+def search(reader: IndexReader, query: Query, query_vector: np.ndarray, *, k: int,
+           candidates: int = 50, weights: Weights | None = None, mode: str = "hybrid",
+           doc_ids: Sequence[str] | None = None, late: LateQuery | None = None,
+           lexical_side: LexicalSide | None = None) -> tuple[list[Hit], QueryTerms]:
+    """The top ``k`` passages for ``query``, best first, no two covering the same region.
+    ``late``: the question's word pieces, for the reranker's late-interaction term.
+    ``lexical_side``: ``prepare_lexical`` of the same arguments, when already done."""
+    w = weights or Weights()
+    side = lexical_side or prepare_lexical(reader, query, candidates=candidates, mode=mode,
+                                           doc_ids=doc_ids)
+    qterms, allowed = side.qterms, side.allowed
     if allowed is not None and not allowed:
         return [], qterms
     use_dense = mode != "lexical"
-    use_lexical = mode != "dense"
     lists: list[tuple[float, list[tuple[int, float]]]] = []
     dense = reader.dense_search(query_vector, candidates, allowed) if use_dense else []
     lists.append((w.dense, dense))
     if use_dense and w.sentence > 0:
         lists.append((w.sentence, reader.sentence_search(query_vector, candidates, allowed)))
-    lexical = reader.lexical_search(query.fts, candidates, doc_ids) if use_lexical else []
+    lexical = side.ranked
     lists.append((w.lexical, lexical))
     fused: dict[int, float] = {}
     for weight, ranked in lists:
