@@ -9,7 +9,6 @@ leaves this module.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -31,8 +30,9 @@ SECOND_SENTENCE_RATIO = 0.85
 MIN_SENTENCE_WORDS = 4
 # A sentence ends in terminal punctuation, possibly followed by closing quotes or brackets; a
 # "sentence" that does not (a title, a heading, a table cell, a line cut by extraction) is no answer.
-_ENDS_LIKE_A_SENTENCE = re.compile(r"[.!?;:…][\"'”’)\]]*\s*$")
-_REFERENCE = re.compile(r"https?://|www\.", re.IGNORECASE)  # bibliography entries, links
+_TERMINAL = frozenset(".!?;:…")
+_CLOSING = "\"'”’)]"
+_REFERENCE_MARKS = ("http://", "https://", "www.")  # bibliography entries, links
 
 
 @dataclass(frozen=True)
@@ -121,10 +121,11 @@ def is_answer_candidate(sentence: str) -> bool:
     MIN_SENTENCE_WORDS words. Headings and titles (no terminal punctuation), the document's own
     questions, and references (links, bibliography entries) are not answers."""
     text = sentence.strip()
-    return (len(text.split()) >= MIN_SENTENCE_WORDS
-            and bool(_ENDS_LIKE_A_SENTENCE.search(text))
-            and not text.rstrip("\"'”’)] ").endswith("?")
-            and not _REFERENCE.search(text))
+    end = text.rstrip(_CLOSING)[-1:]
+    if end not in _TERMINAL or end == "?" or len(text.split()) < MIN_SENTENCE_WORDS:
+        return False
+    lowered = text.lower()
+    return not any(mark in lowered for mark in _REFERENCE_MARKS)
 
 
 def _cite(reader: IndexReader, hits: Sequence[Hit],

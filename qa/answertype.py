@@ -60,7 +60,11 @@ class AnswerType:
     def strength(self, sentence: str) -> float:
         """1.0 when ``sentence`` holds this type of answer (a quantity of the focus noun, a
         frequency, a duration, a date, a name the question lacks, the definition of the focus
-        abbreviation), 0.5 for a quantity of something else, 0.0 otherwise."""
+        abbreviation), 0.5 for a quantity of something else, 0.0 otherwise. Remembered: the
+        reranker and answer selection ask about the same sentences."""
+        return _strength(self, sentence)
+
+    def _measure(self, sentence: str) -> float:
         if self.kind == "quantity":
             lowered = sentence.lower()
             if self.focus is not None and _counts_focus(lowered, self.focus):
@@ -77,6 +81,11 @@ class AnswerType:
                               and m.group(0).lower() not in terms.STOPWORDS
                               for m in _NAME.finditer(sentence)) else 0.0
         return 1.0 if _DATE.search(sentence) else 0.0
+
+
+@lru_cache(maxsize=8192)
+def _strength(answer_type: AnswerType, sentence: str) -> float:
+    return answer_type._measure(sentence)
 
 
 @lru_cache(maxsize=256)

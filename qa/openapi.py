@@ -8,6 +8,7 @@ them, so the document cannot drift from the behaviour.
 from __future__ import annotations
 
 import copy
+from functools import cache
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -282,7 +283,9 @@ def openapi_document(max_question_chars: int = 1000) -> dict[str, Any]:
     }
 
 
+@cache
 def validator(name: str) -> Draft202012Validator:
-    """A validator for one component schema, with ``#/components/schemas/...`` refs resolvable."""
+    """A validator for one component schema, with ``#/components/schemas/...`` refs resolvable.
+    Built once per schema: validators are immutable and safe to share between threads."""
     schema = {**SCHEMAS[name], "components": {"schemas": SCHEMAS}}
     return Draft202012Validator(schema)

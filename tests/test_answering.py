@@ -27,6 +27,10 @@ from qa.retrieval import (
     ("Why does CICA need a secretariat?", False),  # the document's own question
     ("See Imai, Middle Powers, <http://www.mei.edu/content/map>.", False),  # a reference
     ("It was agreed.", False),  # too short to answer anything
+    ("He called the idea “a bridge between regions.”", True),  # closing quotes after the stop
+    ('Was it called "a bridge between regions?"', False),  # a question inside its quotes
+    ("Details are given at WWW.S-CICA.ORG for every member.", False),  # a link, in any case
+    ("The last line of a table cell with no stop", False),
 ])
 def test_answer_candidates(sentence: str, expected: bool) -> None:
     assert is_answer_candidate(sentence) is expected
