@@ -12,7 +12,7 @@ from qa.evaluation import DEFAULT_GOLD, evaluate, load_gold, squash
 from qa.service import QAService
 
 PROJECT = Path(__file__).resolve().parent.parent
-FLOORS = {"hit@5": 0.90, "hit@1": 0.77, "mrr@10": 0.82, "answer_accuracy": 0.80}
+FLOORS = {"hit@5": 0.92, "hit@1": 0.78, "mrr@10": 0.83, "answer_accuracy": 0.81}
 
 
 def _gold_rows() -> list[dict[str, object]]:
