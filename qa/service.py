@@ -29,7 +29,7 @@ from qa.errors import (
     NoIndexError,
     UnknownDocumentError,
 )
-from qa.indexing import BuildResult, Progress, build_index
+from qa.indexing import PIPELINE_VERSION, BuildResult, Progress, build_index
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,11 @@ class QAService:
             self.reload_error = f"kept version {self._reader.version}: {e}"
             log.error("not switching to index %s: %s", version, e)
             return
+        built_by = reader.manifest.get("params", {}).get("pipeline")
+        if built_by != PIPELINE_VERSION:
+            log.warning("index %s was built by pipeline version %s, this code builds version %s: "
+                        "it is served as it is; run `qa index` to rebuild it", version, built_by,
+                        PIPELINE_VERSION)
         self._acronyms = reader.acronyms()
         self._authors = author_table(reader.documents())
         self._reader = reader
@@ -243,6 +248,8 @@ class QAService:
             "index_type": manifest.get("index_type"),
             "encoder": self.embedder.backend,
             "reload_error": self.reload_error,
+            # Built by older text handling (chunking, stored terms ...): `qa index` rebuilds it.
+            "stale": manifest.get("params", {}).get("pipeline") != PIPELINE_VERSION,
         }
 
     def index(self, full: bool = False, progress: Progress | None = None,

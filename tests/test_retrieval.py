@@ -1,5 +1,6 @@
-"""The service prepares retrieval's BM25 side on a helper thread while the question is encoded:
-the same results as preparing it inline, its errors reach the caller, and it runs elsewhere."""
+"""Retrieval through the service: the BM25 side, prepared on a helper thread while the question
+is encoded, gives what inline preparation gives, its errors reach the caller, and it runs
+elsewhere; an index built by other text handling is served, and flagged."""
 
 from __future__ import annotations
 
@@ -72,3 +73,18 @@ def test_errors_of_the_helper_thread_reach_the_caller(built_tiny: Settings, embe
     monkeypatch.setattr(retrieval, "prepare_lexical", broken)
     with pytest.raises(IndexCorruptError, match="damaged"):
         QAService(built_tiny, embedder=embedder).ask(QUESTIONS[0], use_cache=False)
+
+
+def test_an_index_built_by_other_text_handling_is_served_and_flagged(
+        built_tiny: Settings, embedder: Embedder, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """After an upgrade that changes the pipeline, the old index still answers, and both the
+    log and the status say that `qa index` should rebuild it."""
+    current = QAService(built_tiny, embedder=embedder)
+    assert current.status()["stale"] is False
+    monkeypatch.setattr("qa.service.PIPELINE_VERSION", "next")
+    with caplog.at_level("WARNING", logger="qa.service"):
+        upgraded = QAService(built_tiny, embedder=embedder)
+        assert upgraded.search(QUESTIONS[0])["passages"]
+    assert upgraded.status()["stale"] is True
+    assert "run `qa index` to rebuild it" in caplog.text

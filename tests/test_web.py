@@ -481,6 +481,14 @@ def test_documents_page(client: FlaskClient, tiny_service: QAService) -> None:
     text = page.get_text()
     assert tiny_service.reader().version in text
     assert "Test Author" in text and "2031-05" in text
+    assert "older version of the text handling" not in text
+
+
+def test_documents_page_says_when_the_index_needs_a_rebuild(
+        client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("qa.service.PIPELINE_VERSION", "next")
+    text = soup(client.get("/documents")).get_text()
+    assert "older version of the text handling" in text and "qa index" in text
 
 
 def test_document_page_anchors_every_chunk(client: FlaskClient, tiny_service: QAService) -> None:
