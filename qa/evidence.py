@@ -43,10 +43,6 @@ class QueryTerms:
         """IDF-weighted share of the question's terms found in ``present`` (0..1)."""
         return self._share(set(present))
 
-    def coverage_of_stored(self, stored_terms: str) -> float:
-        """``coverage`` of a sentence's stored terms (``terms.term_sequence``)."""
-        return self.stored_scores(stored_terms)[0]
-
     def stored_scores(self, stored_terms: str) -> tuple[float, float]:
         """(coverage, proximity) of a sentence's stored term sequence (``terms.term_sequence``),
         checking the question's few terms and pairs against the string instead of splitting it.
