@@ -16,7 +16,27 @@ from typing import Any
 
 from qa.errors import ConfigError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _checkout_root(package_dir: Path) -> Path | None:
+    """The source checkout the package runs from (an editable install or a clone on the path),
+    or None for an installed wheel, whose parent is site-packages."""
+    root = package_dir.parent
+    if (root / "pyproject.toml").is_file() and (root / "templates").is_dir():
+        return root
+    return None
+
+
+CHECKOUT_ROOT = _checkout_root(PACKAGE_DIR)
+# Where corpus/ and index/ are by default: the checkout's, or (installed from a wheel) the current
+# directory's, resolved when used.
+DATA_ROOT = CHECKOUT_ROOT if CHECKOUT_ROOT is not None else Path()
+DATA_ROOT_KIND = "checkout" if CHECKOUT_ROOT is not None else "current directory"
+# The wheel carries the top-level templates/ folder as qa/templates; a checkout keeps it on top.
+TEMPLATES_DIR = (PACKAGE_DIR / "templates" if (PACKAGE_DIR / "templates").is_dir()
+                 else PACKAGE_DIR.parent / "templates")
+STATIC_DIR = PACKAGE_DIR / "static"
 BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
 
 
@@ -25,14 +45,14 @@ class Settings:
     """All tunable values of the service. Field metadata holds the help text and bounds."""
 
     corpus_dir: Path = field(
-        default=PROJECT_ROOT / "corpus", metadata={"help": "Directory of source documents."}
+        default=DATA_ROOT / "corpus", metadata={"help": "Directory of source documents."}
     )
     index_dir: Path = field(
-        default=PROJECT_ROOT / "index", metadata={"help": "Directory of built index versions."}
+        default=DATA_ROOT / "index", metadata={"help": "Directory of built index versions."}
     )
     model: str = field(
         default=BUNDLED_MODEL,
-        metadata={"help": "Sentence-transformers model name or path (default: bundled MiniLM)."},
+        metadata={"help": "Sentence-transformers model name or path."},
     )
     encoder: str = field(
         default="auto",
@@ -133,7 +153,10 @@ class Settings:
                 raise ConfigError(f"unknown setting {key!r}; known settings: {sorted(known)}")
             if value is not None:
                 values[key] = value
-        return cls().replace(**values)
+        settings = cls().replace(**values)
+        # Relative directories (the wheel's defaults among them) mean the current directory's.
+        return dataclasses.replace(settings, corpus_dir=settings.corpus_dir.absolute(),
+                                   index_dir=settings.index_dir.absolute())
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied and validated."""
@@ -176,6 +199,8 @@ def describe_settings() -> list[dict[str, Any]]:
             "env": f"QA_{f.name.upper()}",
             "default": default,
             "help": f.metadata.get("help", ""),
+            "type": f.type if isinstance(f.type, str) else f.type.__name__,
+            "metadata": dict(f.metadata),
         })
     return rows
 

@@ -32,7 +32,7 @@ from flask import (
 from werkzeug.exceptions import HTTPException
 
 from qa import openapi
-from qa.config import PROJECT_ROOT, Settings
+from qa.config import STATIC_DIR, TEMPLATES_DIR, Settings
 from qa.errors import (
     BadRequestError,
     NotFoundError,
@@ -102,8 +102,7 @@ def create_app(settings: Settings | None = None, service: QAService | None = Non
         settings = service.settings if service is not None else Settings.load()
     if service is None:
         service = QAService(settings)
-    app = Flask(__name__, template_folder=str(PROJECT_ROOT / "templates"),
-                static_folder="static")
+    app = Flask(__name__, template_folder=str(TEMPLATES_DIR), static_folder=str(STATIC_DIR))
     # The largest body any route accepts; JSON routes lower it per request.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + MULTIPART_OVERHEAD
     app.json.sort_keys = False  # type: ignore[attr-defined]

@@ -7,14 +7,25 @@ from pathlib import Path
 
 import pytest
 
-from qa.config import BUNDLED_MODEL, PROJECT_ROOT, Settings, describe_settings
+from qa.config import (
+    BUNDLED_MODEL,
+    CHECKOUT_ROOT,
+    DATA_ROOT_KIND,
+    TEMPLATES_DIR,
+    Settings,
+    _checkout_root,
+    describe_settings,
+)
 from qa.errors import ConfigError
 
 
 def test_defaults_without_environment() -> None:
     s = Settings.load(environ={})
-    assert s.corpus_dir == PROJECT_ROOT / "corpus"
-    assert s.index_dir == PROJECT_ROOT / "index"
+    # The tests run from the checkout, so the defaults are the checkout's folders.
+    assert Path(__file__).resolve().parent.parent == CHECKOUT_ROOT
+    assert DATA_ROOT_KIND == "checkout"
+    assert s.corpus_dir == CHECKOUT_ROOT / "corpus"
+    assert s.index_dir == CHECKOUT_ROOT / "index"
     assert s.model == BUNDLED_MODEL
     assert s.encoder == "auto"
     assert (s.chunk_tokens, s.chunk_overlap, s.top_k, s.candidates) == (200, 40, 5, 50)
@@ -134,3 +145,26 @@ def test_describe_settings_covers_every_field() -> None:
     for row in rows:
         assert row["env"] == f"QA_{row['name'].upper()}"
         assert row["help"]
+
+
+def test_a_checkout_is_recognised_and_site_packages_is_not(tmp_path: Path) -> None:
+    package = tmp_path / "site-packages" / "qa"
+    package.mkdir(parents=True)
+    assert _checkout_root(package) is None
+    (tmp_path / "site-packages" / "pyproject.toml").write_text("")
+    assert _checkout_root(package) is None  # a pyproject.toml alone is not this project's layout
+    (tmp_path / "site-packages" / "templates").mkdir()
+    assert _checkout_root(package) == tmp_path / "site-packages"
+
+
+def test_templates_are_found_in_the_checkout() -> None:
+    assert (TEMPLATES_DIR / "index.html").is_file()
+
+
+def test_relative_directories_resolve_against_the_current_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = Settings.load(environ={"QA_CORPUS_DIR": "docs", "QA_INDEX_DIR": "built/index"})
+    assert s.corpus_dir == tmp_path / "docs"
+    assert s.index_dir == tmp_path / "built" / "index"
+    assert Settings.load({"corpus_dir": Path("other")}, environ={}).corpus_dir == tmp_path / "other"
