@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from qa.config import Settings, describe_settings
+from qa.config import BUNDLED_MODEL, DATA_ROOT, DATA_ROOT_KIND, Settings, describe_settings
 from qa.errors import QAError
 
 if TYPE_CHECKING:
@@ -25,28 +25,58 @@ if TYPE_CHECKING:
 F = Callable[..., Any]
 
 
-def _settings_options(*names: str) -> Callable[[F], F]:
-    """Add the named setting flags (each overrides its QA_* variable) to a command."""
-    flags: dict[str, Any] = {
-        "corpus_dir": click.option("--corpus-dir", type=click.Path(path_type=Path),
-                                   help="Document directory [env QA_CORPUS_DIR; default corpus/]."),
-        "index_dir": click.option("--index-dir", type=click.Path(path_type=Path),
-                                  help="Index directory [env QA_INDEX_DIR; default index/]."),
-        "model": click.option("--model", help="Sentence-transformers model name or path "
-                              "[env QA_MODEL; default: bundled all-MiniLM-L6-v2]."),
-        "encoder": click.option("--encoder", type=click.Choice(["auto", "torch", "onnx"]),
-                                help="Encoder backend [env QA_ENCODER; default auto]."),
-        "chunk_tokens": click.option("--chunk-tokens", type=int,
-                                     help="Chunk budget in tokens [env QA_CHUNK_TOKENS; 200]."),
-        "chunk_overlap": click.option("--chunk-overlap", type=int,
-                                      help="Overlap in tokens [env QA_CHUNK_OVERLAP; 40]."),
-        "top_k": click.option("-k", "--top-k", type=int,
-                              help="Passages to return [env QA_TOP_K; default 5]."),
-    }
+# Which settings each command takes as flags. A flag overrides its QA_* variable; secrets (the
+# admin token) stay in the environment, where they do not show in the process list.
+RETRIEVAL_SETTINGS = ("index_dir", "model", "encoder", "top_k", "candidates", "dense_weight",
+                      "sentence_weight", "lexical_weight", "rerank", "rrf_k")
+ANSWER_SETTINGS = (*RETRIEVAL_SETTINGS, "abstain_threshold", "max_answer_sentences",
+                   "max_question_chars")
+COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
+    "index": ("corpus_dir", "index_dir", "model", "encoder", "chunk_tokens", "chunk_overlap",
+              "late_interaction"),
+    "verify": ("index_dir",),
+    "search": RETRIEVAL_SETTINGS,
+    "ask": ANSWER_SETTINGS,
+    "eval": ANSWER_SETTINGS,
+    "serve": ("corpus_dir", *ANSWER_SETTINGS, "max_upload_bytes", "rate_limit",
+              "reload_interval", "cache_size"),
+}
+SHORT_FLAGS = {"top_k": "-k"}
+
+
+def setting_flag(name: str) -> str:
+    """The command-line flag of a setting: ``top_k`` -> ``--top-k``."""
+    return "--" + name.replace("_", "-")
+
+
+def _setting_option(name: str) -> Callable[[F], F]:
+    """A click option built from the setting's own type, bounds, choices and help."""
+    row = next(r for r in describe_settings() if r["name"] == name)
+    meta = row["metadata"]
+    lo, hi = meta.get("min"), meta.get("max")
+    kind: Any
+    if meta.get("choices"):
+        kind = click.Choice(list(meta["choices"]))
+    elif row["type"] == "Path":
+        kind = click.Path(path_type=Path)
+    else:
+        # Numbers are parsed here and bounded by Settings, so an out-of-range flag gets the same
+        # one-line message as an out-of-range variable.
+        kind = {"int": int, "float": float}.get(row["type"], str)
+    default = row["default"]
+    shown = "bundled all-MiniLM-L6-v2" if default == BUNDLED_MODEL else default
+    bounds = f"; {lo}-{hi}" if lo is not None and hi is not None else ""
+    decls = [SHORT_FLAGS[name]] if name in SHORT_FLAGS else []
+    return click.option(*decls, setting_flag(name), name, type=kind, default=None,
+                        help=f"{row['help']} [env {row['env']}; default {shown}{bounds}]")
+
+
+def _settings_options(command: str) -> Callable[[F], F]:
+    """Add the flags of the settings that ``command`` uses."""
 
     def decorate(fn: F) -> F:
-        for name in reversed(names):
-            fn = flags[name](fn)
+        for name in reversed(COMMAND_SETTINGS[command]):
+            fn = _setting_option(name)(fn)
         return fn
 
     return decorate
@@ -76,7 +106,7 @@ def cli(verbose: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the result.")
 @click.option("--wait", type=float, default=0.0, show_default=True,
               help="Seconds to wait for another running build instead of refusing.")
-@_settings_options("corpus_dir", "index_dir", "model", "encoder", "chunk_tokens", "chunk_overlap")
+@_settings_options("index")
 def index_cmd(full: bool, as_json: bool, wait: float, **overrides: Any) -> None:
     """Build or incrementally update the index from the corpus, then publish it atomically.
 
@@ -102,7 +132,7 @@ def index_cmd(full: bool, as_json: bool, wait: float, **overrides: Any) -> None:
 
 
 @cli.command("verify")
-@_settings_options("index_dir")
+@_settings_options("verify")
 def verify_cmd(**overrides: Any) -> None:
     """Hash every file of the published index whole and compare with its manifest.
 
@@ -126,7 +156,7 @@ def verify_cmd(**overrides: Any) -> None:
               show_default=True, help="Retriever to use.")
 @click.option("--doc", "doc_ids", multiple=True, help="Only search this document id (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON response.")
-@_settings_options("index_dir", "model", "encoder", "top_k")
+@_settings_options("search")
 def search_cmd(question: str, mode: str, doc_ids: tuple[str, ...], as_json: bool,
                **overrides: Any) -> None:
     """Print the passages that best match QUESTION. Example: qa search "OSCA" -k 3"""
@@ -145,7 +175,7 @@ def search_cmd(question: str, mode: str, doc_ids: tuple[str, ...], as_json: bool
 @click.argument("question")
 @click.option("--doc", "doc_ids", multiple=True, help="Only use this document id (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON response object.")
-@_settings_options("index_dir", "model", "encoder", "top_k")
+@_settings_options("ask")
 def ask_cmd(question: str, doc_ids: tuple[str, ...], as_json: bool, **overrides: Any) -> None:
     """Answer QUESTION with cited sentences from the documents.
 
@@ -179,7 +209,7 @@ def ask_cmd(question: str, doc_ids: tuple[str, ...], as_json: bool, **overrides:
 @click.option("--mode", type=click.Choice(["hybrid", "dense", "lexical"]), default="hybrid",
               show_default=True, help="Retriever whose ranks are measured (answers use hybrid).")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics and per-question rows.")
-@_settings_options("index_dir", "model", "encoder", "top_k")
+@_settings_options("eval")
 def eval_cmd(gold: Path | None, mode: str, as_json: bool, **overrides: Any) -> None:
     """Measure retrieval, answers and abstention on a gold set. Example: qa eval --json"""
     from qa.evaluation import DEFAULT_GOLD, evaluate, load_gold
@@ -207,7 +237,7 @@ def eval_cmd(gold: Path | None, mode: str, as_json: bool, **overrides: Any) -> N
 @click.option("--dev", is_flag=True, help="Flask's development server with the reloader.")
 @click.option("--build/--no-build", default=True, show_default=True,
               help="Build the index first when none is published.")
-@_settings_options("corpus_dir", "index_dir", "model", "encoder", "top_k")
+@_settings_options("serve")
 def serve_cmd(host: str, port: int, workers: int, dev: bool, build: bool,
               **overrides: Any) -> None:
     """Serve the web form and the JSON API. Example: qa serve --port 8000 --workers 2"""
@@ -271,14 +301,27 @@ def _build_in_child(settings: Settings) -> None:
 @cli.command("settings")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def settings_cmd(as_json: bool) -> None:
-    """Show every setting with its environment variable and current value."""
+    """Show every setting with its environment variable, flags and current value.
+
+    The corpus and index directories default to those of the source checkout when qa runs from
+    one, and otherwise to corpus/ and index/ under the current directory. Example: qa settings
+    """
     current = Settings.load().public()
-    rows = [{**row, "value": current[row["name"]]} for row in describe_settings()]
+    rows = [{"name": row["name"], "env": row["env"], "value": current[row["name"]],
+             "default": row["default"], "flag": setting_flag(row["name"]),
+             "commands": [c for c, names in COMMAND_SETTINGS.items() if row["name"] in names],
+             "help": row["help"]}
+            for row in describe_settings()]
+    for row in rows:
+        if row["name"] in ("corpus_dir", "index_dir"):
+            row["default_from"] = DATA_ROOT_KIND
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
     for row in rows:
         click.echo(f"{row['env']:<24} {row['value']!s:<40} {row['help']}")
+    click.echo(f"\ncorpus and index directories default to the {DATA_ROOT_KIND}'s: "
+               f"{DATA_ROOT.absolute()}")
 
 
 def _echo_passage(n: int, p: dict[str, Any]) -> None:

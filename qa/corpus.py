@@ -68,7 +68,8 @@ class Document:
 def discover(corpus_dir: Path) -> tuple[list[SourceFile], list[str]]:
     """All document files under ``corpus_dir`` with content hashes, plus warnings for skipped files."""
     if not corpus_dir.is_dir():
-        raise CorpusError(f"corpus directory {corpus_dir} does not exist or is not a directory")
+        raise CorpusError(f"corpus directory {corpus_dir} does not exist or is not a directory: "
+                          f"create it with documents in it, or set QA_CORPUS_DIR (--corpus-dir)")
     found: list[SourceFile] = []
     warnings: list[str] = []
     used_ids: set[str] = set()

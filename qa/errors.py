@@ -8,7 +8,7 @@ class QAError(Exception):
 
     code = "qa_error"
     http_status = 500
-    exit_status = 1
+    exit_status = 2
 
 
 class ConfigError(QAError):
@@ -78,6 +78,7 @@ class CitationMismatchError(QAError):
 
     code = "citation_mismatch"
     http_status = 500
+    exit_status = 1  # an internal fault, not something the user can fix
 
 
 # Errors of the HTTP edge: the same hierarchy, so one handler translates every error.

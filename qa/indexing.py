@@ -21,7 +21,7 @@ from qa import chunking, evidence, store, terms, textclean
 from qa.acronyms import find_acronyms, gloss
 from qa.config import Settings
 from qa.corpus import Document, SourceFile, UnreadableDocument, discover, load_document, page_at
-from qa.errors import IndexCorruptError, NoIndexError
+from qa.errors import CorpusError, IndexCorruptError, NoIndexError
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,11 @@ def build_index(settings: Settings, *, full: bool = False, progress: Progress | 
     started = time.perf_counter()
     layout = store.Layout(settings.index_dir)
     sources, warnings = discover(settings.corpus_dir)
+    if not sources:
+        skipped = f" ({'; '.join(warnings)})" if warnings else ""
+        raise CorpusError(
+            f"corpus directory {settings.corpus_dir} holds no documents{skipped}: add .txt, .md, "
+            f".html or .pdf files, or point QA_CORPUS_DIR (--corpus-dir) at a folder that has them")
     with store.build_lock(layout, wait=lock_wait):
         store.clean_leftovers(layout)
         previous = _open_previous(layout)

@@ -136,6 +136,52 @@ def test_missing_corpus_exits_2_with_one_line(tmp_path: Path) -> None:
     _assert_one_error_line(proc.stderr, "corpus directory", str(tmp_path / "missing"))
 
 
+def test_empty_corpus_exits_2_with_one_line_and_publishes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "corpus").mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "qa.cli", "index", "--corpus-dir", str(tmp_path / "corpus"),
+         "--index-dir", str(tmp_path / "index")],
+        capture_output=True, text=True, env=_subprocess_env(), cwd=tmp_path, timeout=300,
+        check=False)
+    assert proc.returncode == 2
+    _assert_one_error_line(proc.stderr, "holds no documents", str(tmp_path / "corpus"))
+    assert store.Layout(tmp_path / "index").current_version() is None
+
+
+def test_serve_without_index_or_corpus_exits_2_with_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "qa.cli", "serve", "--corpus-dir", str(tmp_path / "corpus"),
+         "--index-dir", str(tmp_path / "index"), "--port", "0"],
+        capture_output=True, text=True, env=_subprocess_env(), cwd=tmp_path, timeout=300,
+        check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[0] == "no index yet: building it first"
+    _assert_one_error_line("\n".join(proc.stderr.splitlines()[1:]), "corpus directory",
+                           str(tmp_path / "corpus"))
+
+
+def test_malformed_gold_file_exits_2(capsys: pytest.CaptureFixture[str], built_tiny: Settings,
+                                     shared_model: Embedder, tmp_path: Path) -> None:
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text('{"id": "g1", "question": "What?"}\n')
+    status, _out, err = _main(capsys, "eval", "--gold", str(gold), "--index-dir",
+                             str(built_tiny.index_dir))
+    assert status == 2
+    _assert_one_error_line(err, f"{gold}:1", "not a gold question")
+
+
+def test_a_setting_flag_overrides_its_variable(monkeypatch: pytest.MonkeyPatch,
+                                              built_tiny: Settings,
+                                              shared_model: Embedder) -> None:
+    monkeypatch.setenv("QA_TOP_K", "4")
+    monkeypatch.setenv("QA_INDEX_DIR", str(built_tiny.index_dir))
+    question = FACTS[0][0]
+    from_variable = _json(_invoke("search", question, "--json"))
+    from_flag = _json(_invoke("search", question, "--json", "--top-k", "2", "--rrf-k", "10"))
+    assert len(from_variable["passages"]) == 4
+    assert len(from_flag["passages"]) == 2
+
+
 def test_unwritable_index_exits_2(tmp_path: Path, tiny_corpus: Path) -> None:
     blocker = tmp_path / "file.txt"
     blocker.write_text("a regular file")

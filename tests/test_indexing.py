@@ -14,7 +14,7 @@ import pytest
 from qa import evidence, store
 from qa.config import Settings
 from qa.embedding import Embedder
-from qa.errors import IndexLockedError
+from qa.errors import CorpusError, IndexLockedError
 from qa.indexing import BuildResult, build_index, chunk_embed_text, sentence_embed_text
 
 NEW_DOC = """# The Pamir Glacier Survey
@@ -366,18 +366,16 @@ def test_progress_is_reported(settings: Settings, embedder: Embedder) -> None:
     assert embedding[-1][1] == embedding[-1][2]
 
 
-def test_empty_corpus_builds_an_empty_index(tmp_path: Path, tiny_settings: Settings,
-                                            embedder: Embedder) -> None:
+def test_empty_corpus_is_refused_and_nothing_is_published(tmp_path: Path,
+                                                          tiny_settings: Settings,
+                                                          embedder: Embedder) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = _build(tiny_settings.replace(corpus_dir=empty), embedder)
-    assert (result.documents, result.chunks, result.embedded) == (0, 0, 0)
-    reader = store.open_current(tiny_settings.index_dir)
-    try:
-        assert reader.faiss.ntotal == 0
-        assert reader.dense_search(np.ones(384, dtype=np.float32), 5) == []
-    finally:
-        reader.close()
+    (empty / "notes.docx").write_bytes(b"PK")
+    settings = tiny_settings.replace(corpus_dir=empty, index_dir=tmp_path / "index")
+    with pytest.raises(CorpusError, match=r"holds no documents .*notes\.docx.*QA_CORPUS_DIR"):
+        _build(settings, embedder)
+    assert store.Layout(settings.index_dir).current_version() is None
 
 
 def test_unreadable_file_does_not_defeat_the_no_op(settings: Settings,
