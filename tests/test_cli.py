@@ -71,6 +71,12 @@ def _subprocess_env() -> dict[str, str]:
     return env
 
 
+def _run_qa(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real `qa` command in a fresh interpreter, without the developer's QA_* variables."""
+    return subprocess.run([sys.executable, "-m", "qa.cli", *args], capture_output=True,
+                          text=True, env=_subprocess_env(), cwd=cwd, timeout=300, check=False)
+
+
 def test_group_help_lists_every_command() -> None:
     result = _invoke("--help")
     assert result.exit_code == 0
@@ -126,11 +132,8 @@ def test_index_prints_warnings_for_skipped_files(tiny_settings: Settings, built_
 
 
 def test_missing_corpus_exits_2_with_one_line(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "qa.cli", "index", "--corpus-dir", str(tmp_path / "missing"),
-         "--index-dir", str(tmp_path / "index")],
-        capture_output=True, text=True, env=_subprocess_env(), cwd=tmp_path, timeout=300,
-        check=False)
+    proc = _run_qa(tmp_path, "index", "--corpus-dir", str(tmp_path / "missing"),
+                   "--index-dir", str(tmp_path / "index"))
     assert proc.returncode == 2
     assert proc.stdout == ""
     _assert_one_error_line(proc.stderr, "corpus directory", str(tmp_path / "missing"))
@@ -138,22 +141,16 @@ def test_missing_corpus_exits_2_with_one_line(tmp_path: Path) -> None:
 
 def test_empty_corpus_exits_2_with_one_line_and_publishes_nothing(tmp_path: Path) -> None:
     (tmp_path / "corpus").mkdir()
-    proc = subprocess.run(
-        [sys.executable, "-m", "qa.cli", "index", "--corpus-dir", str(tmp_path / "corpus"),
-         "--index-dir", str(tmp_path / "index")],
-        capture_output=True, text=True, env=_subprocess_env(), cwd=tmp_path, timeout=300,
-        check=False)
+    proc = _run_qa(tmp_path, "index", "--corpus-dir", str(tmp_path / "corpus"),
+                   "--index-dir", str(tmp_path / "index"))
     assert proc.returncode == 2
     _assert_one_error_line(proc.stderr, "holds no documents", str(tmp_path / "corpus"))
     assert store.Layout(tmp_path / "index").current_version() is None
 
 
 def test_serve_without_index_or_corpus_exits_2_with_one_line(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "qa.cli", "serve", "--corpus-dir", str(tmp_path / "corpus"),
-         "--index-dir", str(tmp_path / "index"), "--port", "0"],
-        capture_output=True, text=True, env=_subprocess_env(), cwd=tmp_path, timeout=300,
-        check=False)
+    proc = _run_qa(tmp_path, "serve", "--corpus-dir", str(tmp_path / "corpus"),
+                   "--index-dir", str(tmp_path / "index"), "--port", "0")
     assert proc.returncode == 2
     assert proc.stderr.splitlines()[0] == "no index yet: building it first"
     _assert_one_error_line("\n".join(proc.stderr.splitlines()[1:]), "corpus directory",
@@ -185,11 +182,8 @@ def test_a_setting_flag_overrides_its_variable(monkeypatch: pytest.MonkeyPatch,
 def test_unwritable_index_exits_2(tmp_path: Path, tiny_corpus: Path) -> None:
     blocker = tmp_path / "file.txt"
     blocker.write_text("a regular file")
-    proc = subprocess.run(
-        [sys.executable, "-m", "qa.cli", "index", "--corpus-dir", str(tiny_corpus),
-         "--index-dir", str(blocker / "index")],
-        capture_output=True, text=True, env=_subprocess_env(), cwd=tmp_path, timeout=300,
-        check=False)
+    proc = _run_qa(tmp_path, "index", "--corpus-dir", str(tiny_corpus),
+                   "--index-dir", str(blocker / "index"))
     assert proc.returncode == 2
     _assert_one_error_line(proc.stderr, "not writable", str(blocker / "index"))
 
