@@ -182,10 +182,11 @@ def check_service(base: str, say: Callable[[str], None]) -> None:
 def serve_and_check(name: str, cmd: list[str], cwd: Path, env: dict[str, str], port: int,
                     log: Path) -> None:
     base = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
     server = Server(cmd, cwd, env, log)
     try:
         server.wait_ready(base)
-        print(f"[{name}] ready on {base}", flush=True)
+        print(f"[{name}] ready on {base} after {time.monotonic() - started:.0f} s", flush=True)
         check_service(base, lambda line: print(f"[{name}] ok: {line}", flush=True))
     finally:
         server.stop()
