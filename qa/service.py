@@ -87,7 +87,7 @@ class QAService:
         if version is None or (current is not None and current.version == version):
             return
         try:
-            reader = store.IndexReader(self.layout.build_dir(version))
+            reader = store.open_leased(self.layout, version)
             self._check_model(reader)
             snapshot = Snapshot.of(reader)
         except (IndexCorruptError, ConfigError) as e:

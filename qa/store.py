@@ -20,6 +20,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -137,6 +138,10 @@ class Layout:
     def lock(self) -> Path:
         return self.root / ".lock"
 
+    @property
+    def leases(self) -> Path:
+        return self.root / "leases"
+
     def build_dir(self, version: str) -> Path:
         return self.builds / version
 
@@ -193,21 +198,92 @@ def build_lock(layout: Layout, wait: float = 0.0) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+class Lease:
+    """A serving process's hold on one build: a shared flock on ``leases/<version>``. Any number
+    of processes (and readers) hold a build at once; cleanup removes a build only after taking
+    the exclusive lock, which it cannot while a lease is held. The kernel releases the lock when
+    its process dies, so a killed server never pins a build for good."""
+
+    def __init__(self, layout: Layout, version: str) -> None:
+        layout.leases.mkdir(parents=True, exist_ok=True)
+        self.version = version
+        self._fd: int | None = os.open(layout.leases / version, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_SH)  # waits while cleanup is removing this build
+        except OSError:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor drops the lock
+
+
+def open_leased(layout: Layout, version: str, verify: bool | str = True) -> IndexReader:
+    """Open a published build while holding a lease on it, for as long as the reader lives."""
+    try:
+        lease = Lease(layout, version)
+    except OSError as e:
+        raise IndexWriteError(f"cannot take a lease on index build {version}: {e}") from e
+    try:
+        # Checked only now that the lease is held: cleanup may have removed the build between
+        # the reading of CURRENT and the lease, never after it.
+        if not layout.build_dir(version).is_dir():
+            raise IndexCorruptError(f"index build {version} is missing: run `qa index --full`")
+        return IndexReader(layout.build_dir(version), verify=verify, lease=lease)
+    except BaseException:
+        lease.release()
+        raise
+
+
+def _remove_unleased(layout: Layout, name: str) -> bool:
+    """Remove build ``name`` unless a process holds a lease on it. True when removed."""
+    lease_path = layout.leases / name
+    try:
+        layout.leases.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lease_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        log.warning("not removing build %s: cannot check its leases: %s", name, e)
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("keeping build %s: a serving process holds it", name)
+            return False
+        build = layout.build_dir(name)
+        if build.is_dir():
+            # Renamed first, so that an interrupted removal leaves no half build under its name.
+            trash = layout.builds / f".trash-{name}"
+            os.replace(build, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        lease_path.unlink(missing_ok=True)
+        return True
+    finally:
+        os.close(fd)
+
+
 def clean_leftovers(layout: Layout, keep: int = KEEP_BUILDS) -> list[str]:
-    """Remove unfinished builds and all but the ``keep`` newest published ones. Call under lock."""
+    """Remove unfinished builds and all but the ``keep`` newest published ones, except the
+    current build and any build a serving process holds a lease on. Call under lock."""
     removed: list[str] = []
     if not layout.builds.is_dir():
         return removed
     current = layout.current_version()
     finished = sorted(p.name for p in layout.builds.iterdir() if not p.name.startswith("."))
     for path in layout.builds.iterdir():
-        if path.name.startswith(".tmp-"):
+        if path.name.startswith((".tmp-", ".trash-")):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path.name)
     stale = [v for v in finished[:-keep] if v != current] if keep else []
     for name in stale:
-        shutil.rmtree(layout.builds / name, ignore_errors=True)
-        removed.append(name)
+        if _remove_unleased(layout, name):
+            removed.append(name)
+    if layout.leases.is_dir():  # leases of builds that are gone (their holders are too)
+        for path in layout.leases.iterdir():
+            if path.name not in finished and not path.name.startswith("."):
+                _remove_unleased(layout, path.name)
     for tmp in layout.root.glob("CURRENT.tmp*"):
         tmp.unlink(missing_ok=True)
     return removed
@@ -535,7 +611,8 @@ class IndexReader:
     ``verify`` is "full" (hash every file whole), True/"auto" (see ``verify_build``) or False.
     """
 
-    def __init__(self, build_dir: Path, verify: bool | str = True) -> None:
+    def __init__(self, build_dir: Path, verify: bool | str = True,
+                 lease: Lease | None = None) -> None:
         import faiss
 
         self.dir = build_dir
@@ -552,6 +629,14 @@ class IndexReader:
         if isinstance(self.faiss, faiss.IndexHNSW):
             self.faiss.hnsw.efSearch = 128
         self._local = threading.local()
+        # Every thread's connection, so that closing the reader (or dropping the last reference
+        # to it) closes them all, not only the calling thread's.
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        # When the last reference goes (the service switched away and the requests that held
+        # it finished), every connection is closed and the lease on the build released.
+        self._finalizer = weakref.finalize(self, _release, self._connections,
+                                           self._connections_lock, lease)
         self._chunk_rows = _LRU(CHUNK_CACHE_SIZE)
         self._chunk_sentences = _LRU(CHUNK_CACHE_SIZE)
         counts = self.manifest.get("counts", {})
@@ -605,6 +690,8 @@ class IndexReader:
                 raise IndexCorruptError(f"cannot open {self.dir / DB_FILE}: {e}") from e
             conn.row_factory = sqlite3.Row
             self._local.db = conn
+            with self._connections_lock:
+                self._connections.append(conn)
         return conn
 
     def sql_one(self, sql: str, args: Sequence[Any] = ()) -> Any:
@@ -614,10 +701,9 @@ class IndexReader:
             raise IndexCorruptError(f"{self.dir / DB_FILE}: {e}; run `qa index --full`") from e
 
     def close(self) -> None:
-        conn = getattr(self._local, "db", None)
-        if conn is not None:
-            conn.close()
-            self._local.db = None
+        """Close the SQLite connection of every thread (a later query opens a new one)."""
+        self._local = threading.local()
+        _close_connections(self._connections, self._connections_lock)
 
     # -- searches --------------------------------------------------------------------------
     def dense_search(self, query: np.ndarray, k: int,
@@ -829,6 +915,21 @@ class IndexReader:
     def document_acronyms(self, doc_id: str) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in self.db.execute(
             "SELECT short, long FROM acronyms WHERE doc_id = ? ORDER BY rowid", (doc_id,))]
+
+
+def _release(connections: list[sqlite3.Connection], lock: threading.Lock,
+             lease: Lease | None) -> None:
+    _close_connections(connections, lock)
+    if lease is not None:
+        lease.release()
+
+
+def _close_connections(connections: list[sqlite3.Connection], lock: threading.Lock) -> None:
+    with lock:
+        closing = list(connections)
+        connections.clear()
+    for conn in closing:
+        conn.close()
 
 
 def read_faiss(path: Path) -> Any:
