@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from qa.errors import QAError
+from qa.errors import QAError, redact_paths
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,8 @@ class JobRegistry:
         except Exception as e:  # a job reports every failure rather than dying silently
             log.exception("rebuild job %s failed", job.id)
             with self._lock:
-                job.state, job.error = "failed", str(e) or type(e).__name__
+                # Read over the admin API: what went wrong, without the server's paths.
+                job.state, job.error = "failed", redact_paths(str(e)) or type(e).__name__
                 job.finished = time.time()
         else:
             with self._lock:

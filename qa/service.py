@@ -27,6 +27,7 @@ from qa.errors import (
     InvalidQuestionError,
     NoIndexError,
     UnknownDocumentError,
+    new_error_id,
 )
 from qa.indexing import PIPELINE_VERSION, BuildResult, Progress, build_index
 from qa.snapshot import Snapshot
@@ -93,8 +94,11 @@ class QAService:
         except (IndexCorruptError, ConfigError) as e:
             if current is None:
                 raise
-            self.reload_error = f"kept version {current.version}: {e}"
-            log.error("not switching to index %s: %s", version, e)
+            # The public status names no path: the details are in the log, under the error id.
+            error_id = new_error_id()
+            self.reload_error = (f"kept version {current.version}: version {version} could not "
+                                 f"be loaded ({e.code}; error id {error_id})")
+            log.error("not switching to index %s (error id %s): %s", version, error_id, e)
             return
         if snapshot.built_by != PIPELINE_VERSION:
             log.warning("index %s was built by pipeline version %s, this code builds version %s: "

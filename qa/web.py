@@ -40,6 +40,8 @@ from qa.errors import (
     TooLargeError,
     UnauthorizedError,
     UnsupportedMediaError,
+    new_error_id,
+    public_message,
 )
 from qa.jobs import JobRegistry
 from qa.ratelimit import RateLimiter
@@ -145,9 +147,12 @@ def _wants_json() -> bool:
 
 
 def _error_response(status: int, code: str, message: str,
-                    headers: dict[str, str] | None = None) -> Any:
+                    headers: dict[str, str] | None = None, error_id: str | None = None) -> Any:
     if _wants_json():
-        response = jsonify(error={"code": code, "message": message})
+        error = {"code": code, "message": message}
+        if error_id is not None:
+            error["error_id"] = error_id
+        response = jsonify(error=error)
         response.status_code = status
     else:
         page = g.get("page")
@@ -167,9 +172,12 @@ def _qa_error(e: QAError) -> Any:
         headers["Retry-After"] = str(e.retry_after)
     elif isinstance(e, UnauthorizedError):
         headers["WWW-Authenticate"] = 'Bearer realm="qa-admin"'
-    if e.http_status >= 500:
-        log.error("%s: %s", e.code, e)
-    return _error_response(e.http_status, e.code, str(e), headers)
+    error_id = None
+    if e.http_status >= 500:  # the details (paths included) only in the log, under an id
+        error_id = new_error_id()
+        log.error("%s (error id %s): %s", e.code, error_id, e)
+    return _error_response(e.http_status, e.code, public_message(e, error_id or ""), headers,
+                           error_id)
 
 
 def _http_error(e: HTTPException) -> Any:
@@ -181,8 +189,11 @@ def _http_error(e: HTTPException) -> Any:
 
 
 def _internal_error(e: Exception) -> Any:
-    log.exception("unhandled error on %s %s", request.method, request.path)
-    return _error_response(500, "internal_error", "internal server error")
+    error_id = new_error_id()
+    log.exception("unhandled error on %s %s (error id %s)", request.method, request.path,
+                  error_id)
+    return _error_response(500, "internal_error", public_message(e, error_id),
+                           error_id=error_id)
 
 
 # -- pure helpers for the templates ----------------------------------------------------------
