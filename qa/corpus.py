@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 SUPPORTED_SUFFIXES = (".txt", ".md", ".html", ".htm", ".pdf")
 META_SUFFIX = ".meta.json"
 IGNORED_NAMES = {"README.md", "readme.md", ".gitkeep", ".DS_Store"}
+_IGNORED_FOLDED = {name.casefold() for name in IGNORED_NAMES}  # "Readme.md" too
 
 
 class UnreadableDocument(Exception):
@@ -78,7 +79,8 @@ def discover(corpus_dir: Path) -> tuple[list[SourceFile], list[str]]:
         raise CorpusError(f"cannot read corpus directory {corpus_dir}: {e}") from e
     for path in paths:
         rel = path.relative_to(corpus_dir)
-        if path.name in IGNORED_NAMES or path.name.endswith(META_SUFFIX) or any(
+        if path.name.casefold() in _IGNORED_FOLDED or path.name.casefold().endswith(
+                META_SUFFIX) or any(
             part.startswith(".") for part in rel.parts
         ):
             continue
