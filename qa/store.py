@@ -10,6 +10,7 @@ small pointer file ``index/CURRENT``. Never embeds, never ranks.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -476,12 +477,13 @@ class BuildWriter:
         (self.tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         for name in (*names, MANIFEST_FILE):
             _fsync(self.tmp / name)
+        fsync_dir(self.tmp)  # the entries naming those files, before anything points at them
         # Counts, dimensions and the load-time file checks (the digests were computed just above
         # from these very files, so hashing large ones whole again would only double the I/O).
         IndexReader(self.tmp).close()
         final = self.layout.build_dir(self.version)
         os.replace(self.tmp, final)
-        _fsync_dir(self.layout.builds)
+        fsync_dir(self.layout.builds)
         publish(self.layout, self.version)
         return final
 
@@ -519,7 +521,7 @@ def publish(layout: Layout, version: str) -> None:
     tmp.write_text(version + "\n")
     _fsync(tmp)
     os.replace(tmp, layout.current)
-    _fsync_dir(layout.root)
+    fsync_dir(layout.root)
 
 
 def write_faiss(path: Path, vectors: np.ndarray) -> str:
@@ -997,6 +999,11 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory ``path`` durable. File systems that cannot fsync a
+    directory (EINVAL) are skipped; any other failure (EIO ...) is raised."""
+    try:
         _fsync(path)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
