@@ -758,19 +758,27 @@ class IndexReader:
         if n == 0 or k <= 0 or self.sentence_owners is None:
             return []
         q = np.asarray(query, dtype=np.float32).reshape(-1)
-        sims = np.asarray(self.sentence_vectors @ q)
-        take = min(n, k * 4)
+        if allowed is None:
+            rows = None
+            sims = np.asarray(self.sentence_vectors @ q)
+        else:
+            # Only the allowed chunks' sentences are scored: the corpus-wide best sentences of
+            # a large corpus may all lie outside the filter.
+            rows = np.flatnonzero(np.isin(self.sentence_owners,
+                                          np.asarray(allowed, dtype=np.int64)))
+            if not len(rows):
+                return []
+            sims = np.asarray(self.sentence_vectors[rows] @ q)
+        take = min(len(sims), k * 4)
         top = np.argpartition(-sims, take - 1)[:take]
         top = top[np.argsort(-sims[top])]
-        owners = self.sentence_owners[top].tolist()
-        allowed_set = set(allowed) if allowed is not None else None
+        owners = self.sentence_owners[top if rows is None else rows[top]].tolist()
         out: dict[int, float] = {}
-        for sid, chunk in zip(top.tolist(), owners, strict=True):
-            if chunk in out or (allowed_set is not None and chunk not in allowed_set):
-                continue
-            out[chunk] = float(sims[sid])
-            if len(out) == k:
-                break
+        for at, chunk in zip(top.tolist(), owners, strict=True):
+            if chunk not in out:
+                out[chunk] = float(sims[at])
+                if len(out) == k:
+                    break
         return list(out.items())
 
     def _read_sentence_owners(self) -> np.ndarray:
