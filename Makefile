@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help install install-test browser serve index test lint bench audit clean
+.PHONY: help install install-test browser redis serve index test lint bench audit clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,13 +38,21 @@ browser: ## Install Debian's chromium and chromedriver for the browser tests (ne
 	  else echo "not root: cannot install chromium; browser tests will be skipped"; fi; \
 	fi
 
+redis: ## Install Debian's redis-server for the rate-limit tests against a real Redis (needs root)
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
+	      || echo "could not install redis-server: the Redis test will be skipped"; \
+	  else echo "not root: cannot install redis-server; the Redis test will be skipped"; fi; \
+	fi
+
 index: install ## Build or update the index from corpus/
 	$(BIN)/qa index
 
 serve: install ## Install, build the index when missing, and serve on http://$(HOST):$(PORT)
 	$(BIN)/qa serve --host $(HOST) --port $(PORT)
 
-test: install-test browser ## Install and run the whole test suite (lint, types, tests)
+test: install-test browser redis ## Install and run the whole test suite (lint, types, tests)
 	$(BIN)/ruff check qa tests bench
 	$(BIN)/mypy qa
 	$(BIN)/python -m pytest -p no:cacheprovider

@@ -31,7 +31,7 @@ from flask import (
 )
 from werkzeug.exceptions import HTTPException
 
-from qa import openapi
+from qa import openapi, ratelimit
 from qa.config import PROJECT_ROOT, Settings
 from qa.errors import (
     BadRequestError,
@@ -44,7 +44,6 @@ from qa.errors import (
     public_message,
 )
 from qa.jobs import JobRegistry
-from qa.ratelimit import RateLimiter
 from qa.service import QAService
 from qa.uploads import clean_upload_name, save_upload
 
@@ -72,22 +71,12 @@ HTTP_CODES = {
 }
 
 
-class RateLimitedError(QAError):
-    code = "rate_limited"
-    http_status = 429
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
 @dataclass
 class WebState:
     """What the views need, kept in ``app.extensions["qa"]`` (no module globals)."""
 
     settings: Settings
     service: QAService
-    limiter: RateLimiter
     jobs: JobRegistry
     examples: tuple[str, ...] = EXAMPLES
 
@@ -110,8 +99,7 @@ def create_app(settings: Settings | None = None, service: QAService | None = Non
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + MULTIPART_OVERHEAD
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["qa"] = WebState(
-        settings=settings, service=service, limiter=RateLimiter(settings.rate_limit),
-        jobs=JobRegistry(settings.index_dir / "jobs"))
+        settings=settings, service=service, jobs=JobRegistry(settings.index_dir / "jobs"))
     try:
         service.load()
     except QAError as e:  # no or damaged index: the app still starts and /readyz says 503
@@ -120,20 +108,12 @@ def create_app(settings: Settings | None = None, service: QAService | None = Non
     app.register_blueprint(api)
     app.add_url_rule("/healthz", "healthz", healthz)
     app.add_url_rule("/readyz", "readyz", readyz)
-    app.before_request(_rate_limit)
+    ratelimit.install(app, settings)
     app.after_request(_security_headers)
     app.register_error_handler(QAError, _qa_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _internal_error)
     return app
-
-
-def _rate_limit() -> None:
-    if not request.path.startswith("/api/"):
-        return
-    wait = _state().limiter.acquire(request.remote_addr or "unknown")
-    if wait:
-        raise RateLimitedError(f"too many requests: retry in {wait} s", wait)
 
 
 def _security_headers(response: Response) -> Response:
@@ -168,9 +148,7 @@ def _error_response(status: int, code: str, message: str,
 
 def _qa_error(e: QAError) -> Any:
     headers = {}
-    if isinstance(e, RateLimitedError):
-        headers["Retry-After"] = str(e.retry_after)
-    elif isinstance(e, UnauthorizedError):
+    if isinstance(e, UnauthorizedError):
         headers["WWW-Authenticate"] = 'Bearer realm="qa-admin"'
     error_id = None
     if e.http_status >= 500:  # the details (paths included) only in the log, under an id
@@ -184,8 +162,10 @@ def _http_error(e: HTTPException) -> Any:
     if e.code is None or e.code < 400:  # routing redirects pass through
         return e
     headers = {k: v for k, v in e.get_headers() if k.lower() != "content-type"}
-    return _error_response(e.code, HTTP_CODES.get(e.code, "http_error"),
-                           e.description or e.name, headers)
+    message = e.description or e.name
+    if e.code == 429:  # Flask-Limiter's refusal; it adds Retry-After to the response
+        message = f"too many requests (at most {message} per client): retry later"
+    return _error_response(e.code, HTTP_CODES.get(e.code, "http_error"), message, headers)
 
 
 def _internal_error(e: Exception) -> Any:
