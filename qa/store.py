@@ -223,10 +223,13 @@ class Lease:
 
 def open_leased(layout: Layout, version: str, verify: bool | str = True) -> IndexReader:
     """Open a published build while holding a lease on it, for as long as the reader lives."""
+    lease: Lease | None
     try:
         lease = Lease(layout, version)
-    except OSError as e:
-        raise IndexWriteError(f"cannot take a lease on index build {version}: {e}") from e
+    except OSError as e:  # a read-only index directory (a replica): nothing cleans it up here
+        log.warning("serving index build %s without a lease (%s): a build in another process "
+                    "could remove it while in use", version, e.strerror or e)
+        lease = None
     try:
         # Checked only now that the lease is held: cleanup may have removed the build between
         # the reading of CURRENT and the lease, never after it.
@@ -234,7 +237,8 @@ def open_leased(layout: Layout, version: str, verify: bool | str = True) -> Inde
             raise IndexCorruptError(f"index build {version} is missing: run `qa index --full`")
         return IndexReader(layout.build_dir(version), verify=verify, lease=lease)
     except BaseException:
-        lease.release()
+        if lease is not None:
+            lease.release()
         raise
 
 
@@ -392,11 +396,16 @@ class RateCounters:
         self.path = path
         self._local = threading.local()
         self._writes = 0
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.closing(self._connect()) as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, "
-                         "count INTEGER NOT NULL, expires REAL NOT NULL)")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.closing(self._connect()) as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, "
+                             "count INTEGER NOT NULL, expires REAL NOT NULL)")
+        except (OSError, sqlite3.Error) as e:
+            raise IndexWriteError(
+                f"rate-limit counts cannot be kept in {path}: {e}; make the index directory "
+                "writable or set QA_RATE_LIMIT_STORAGE to a redis:// URI") from e
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=10, isolation_level=None,

@@ -141,3 +141,19 @@ def test_a_leased_build_removed_before_the_lease_is_reported_missing(tmp_path: P
         store.open_leased(layout, "20300101T000000-aaaaaa")
     # the failed open left no lease behind: cleanup can take the lock
     assert store.clean_leftovers(layout) == []
+
+
+def test_a_read_only_index_is_served_without_a_lease(built_tiny: Settings, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(self: store.Lease, layout: store.Layout, version: str) -> None:
+        raise PermissionError(13, "Read-only file system")
+
+    monkeypatch.setattr(store.Lease, "__init__", refused)
+    layout = store.Layout(built_tiny.index_dir)
+    version = layout.current_version()
+    assert version is not None
+    reader = store.open_leased(layout, version)
+    try:
+        assert reader.version == version and reader.documents()
+    finally:
+        reader.close()

@@ -16,7 +16,7 @@ import pytest
 from flask import Flask
 
 from qa.config import Settings
-from qa.errors import ConfigError
+from qa.errors import ConfigError, IndexWriteError
 from qa.ratelimit import client_address, trusted_networks
 from qa.service import QAService
 from qa.web import create_app
@@ -152,3 +152,11 @@ def test_counts_are_shared_through_a_real_redis(tiny_service: QAService, tmp_pat
     with redis.Redis.from_url(redis_url) as client:
         assert [k for k in client.keys("*") if b"127.0.0.1" in k]  # the counts are in Redis
     assert not (tmp_path / "worker-0" / "index" / "ratelimit.sqlite").exists()
+
+
+def test_an_unwritable_counts_file_is_refused_with_what_to_do(tiny_service: QAService,
+                                                              tmp_path: Path) -> None:
+    settings = _settings(tiny_service, tmp_path, rate_limit=5)
+    (settings.index_dir / "ratelimit.sqlite").mkdir()  # in the way of the counts file
+    with pytest.raises(IndexWriteError, match="QA_RATE_LIMIT_STORAGE"):
+        _app(settings, tiny_service)
