@@ -21,7 +21,9 @@ NEW_DOC = ("The Zonal Trade Agreement\n\nThe Zonal Trade Agreement (ZTA) was sig
 
 def test_a_request_never_mixes_two_index_versions(tiny_settings: Settings, embedder: Embedder,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    service = QAService(tiny_settings.replace(reload_interval=0.5), embedder=embedder)
+    # The request that arrives during the switch must come within one reload interval of it
+    # (else it waits for the switch): a generous interval keeps that true on a loaded machine.
+    service = QAService(tiny_settings.replace(reload_interval=3.0), embedder=embedder)
     service.index()
     first = service.reader().version
     (tiny_settings.corpus_dir / "zonal-trade.txt").write_text(NEW_DOC)
@@ -61,7 +63,7 @@ def test_a_request_never_mixes_two_index_versions(tiny_settings: Settings, embed
         return real_documents(reader)
 
     monkeypatch.setattr(store.IndexReader, "documents", documents_during_switch)
-    time.sleep(0.6)  # let the reload interval pass: the next call switches
+    time.sleep(3.1)  # let the reload interval pass: the next call switches
     after = service.ask("What does ZTA stand for?", use_cache=False)
     assert fired.is_set() and len(answers) == 1
     assert after["index_version"] == second
