@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from qa import embedding
+from qa.config import Settings
 from qa.embedding import Embedder, resolve_model
+from qa.indexing import build_index
 
 BUNDLED = Path(resolve_model("bundled:all-MiniLM-L6-v2")[0])
 
@@ -97,3 +99,23 @@ def test_a_failed_onnx_export_leaves_no_temp_file(tmp_path: Path, embedder: Embe
     auto = _auto_embedder(embedder, tmp_path / "onnx")
     assert auto.ensure_onnx() is False
     assert list((tmp_path / "onnx").iterdir()) == []
+
+
+def test_an_up_to_date_index_still_gets_its_missing_onnx_export(
+        tiny_settings: Settings, embedder: Embedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A new model identity names a new ONNX file: the next `qa index` exports it even when no
+    # document changed, else queries would stay on torch until some document does.
+    calls: list[str] = []
+
+    def recorded(self: Embedder) -> bool:
+        calls.append(self.model_key)
+        return False  # (the export itself is tested above)
+
+    monkeypatch.setattr(Embedder, "ensure_onnx", recorded)
+    settings = tiny_settings.replace(encoder="auto")
+    auto = _auto_embedder(embedder, settings.index_dir / "cache" / "onnx")
+    first = build_index(settings, embedder=auto)
+    assert first.changed and calls == ["all-MiniLM-L6-v2"]
+    again = build_index(settings, embedder=auto)
+    assert not again.changed
+    assert calls == ["all-MiniLM-L6-v2"] * 2
