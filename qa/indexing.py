@@ -143,7 +143,7 @@ def _build(settings: Settings, layout: store.Layout, sources: list[SourceFile],
     if previous is not None and not full and seen == current:
         warnings.extend(v[1] for v in old_skipped.values())
         counts = previous.manifest.get("counts", {})
-        _export_onnx_if_missing(settings, layout, embedder)
+        _export_onnx_if_missing(settings, layout)
         return BuildResult(len(old_docs), int(counts.get("chunks", 0)), 0, 0, previous.version,
                            round(time.perf_counter() - started, 3), False, False, warnings)
 
@@ -200,19 +200,17 @@ def _build(settings: Settings, layout: store.Layout, sources: list[SourceFile],
                        round(time.perf_counter() - started, 3), True, full, warnings)
 
 
-def _export_onnx_if_missing(settings: Settings, layout: store.Layout, embedder: Any) -> None:
+def _export_onnx_if_missing(settings: Settings, layout: store.Layout) -> None:
     """An up-to-date index still gets an ONNX export when none exists under the model's name
     (a new model identity names a new file): else queries would stay on torch until some
-    document changes. Loads the model only in that case."""
-    if embedder is None:
-        if settings.encoder == "torch":
-            return
-        from qa.embedding import Embedder
-
-        embedder = Embedder(settings.model, backend=settings.encoder,
-                            onnx_dir=layout.cache / "onnx", threads=os.cpu_count())
-    if embedder.backend_requested == "torch":
+    document changes. A build with nothing to do leaves the caller's embedder alone; this one
+    loads the model only when it exports."""
+    if settings.encoder == "torch":
         return
+    from qa.embedding import Embedder
+
+    embedder = Embedder(settings.model, backend=settings.encoder,
+                        onnx_dir=layout.cache / "onnx", threads=os.cpu_count())
     path = embedder.onnx_path()
     if path is not None and not path.is_file():
         embedder.ensure_onnx()
