@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 # SQuAD 2.0 dev split for `make bench` (not in the repository; see bench/RESULTS.md).
 SQUAD  ?= ../shared/bench/squad-v2.0-dev.json
 
-.PHONY: help install install-test install-bench browser serve index smoke test lint bench audit clean
+.PHONY: help install install-test install-bench browser redis serve index smoke test lint bench audit clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,14 @@ browser: ## Install Debian's chromium and chromedriver for the browser tests (ne
 	  else echo "not root: cannot install chromium; browser tests will be skipped"; fi; \
 	fi
 
+redis: ## Install Debian's redis-server for the rate-limit tests against a real Redis (needs root)
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
+	      || echo "could not install redis-server: the Redis test will be skipped"; \
+	  else echo "not root: cannot install redis-server; the Redis test will be skipped"; fi; \
+	fi
+
 index: install ## Build or update the index from corpus/
 	$(BIN)/qa index
 
@@ -53,7 +61,7 @@ serve: install ## Install, build the index when missing, and serve on http://$(H
 smoke: ## A newcomer's path in throwaway venvs: make serve, and a wheel served from elsewhere
 	$(PYTHON) tests/smoke.py
 
-test: install-test browser ## Install and run the whole test suite (lint, types, tests)
+test: install-test browser redis ## Install and run the whole test suite (lint, types, tests)
 	$(BIN)/ruff check qa tests bench
 	$(BIN)/mypy qa
 	$(BIN)/python -m pytest -p no:cacheprovider

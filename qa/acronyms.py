@@ -9,7 +9,7 @@ TTF as "Think Tank Forum". Pure functions.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
 _DEFINITION = re.compile(
@@ -70,15 +70,36 @@ def _spells(letters: list[str], run: list[str]) -> bool:
     return pos == len(letters) and skipped <= 2
 
 
-def aliases(question: str, table: list[tuple[str, str]]) -> list[tuple[str, str]]:
+class AcronymTable(tuple[tuple[str, str], ...]):
+    """The (short, long) pairs of one index version, with each long form flattened once: built
+    once per index snapshot, so matching a question costs two substring tests per pair and a
+    regular expression only for the pairs the question can use."""
+
+    flat_longs: tuple[str, ...]
+
+    def __new__(cls, pairs: Iterable[tuple[str, str]]) -> AcronymTable:
+        table = super().__new__(cls, tuple((str(s), str(lf)) for s, lf in pairs))
+        table.flat_longs = tuple(_flat(lf) for _, lf in table)
+        return table
+
+
+def aliases(question: str, table: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     """(form used in ``question``, its other form) for each acronym or long form it contains."""
     found: list[tuple[str, str]] = []
     lowered = _flat(question)
-    for short, long_form in table:
-        long_lower = _flat(long_form)
-        if re.search(rf"\b{re.escape(short)}s?\b", question) and long_lower not in lowered:
+    flat_longs = (table.flat_longs if isinstance(table, AcronymTable)
+                  else tuple(_flat(lf) for _, lf in table))
+    for (short, long_form), long_lower in zip(table, flat_longs, strict=True):
+        # Substring tests first: a pair whose short form is not in the question and whose long
+        # form is not either cannot match, and most pairs are such.
+        has_short = short in question
+        has_long = long_lower in lowered
+        if not has_short and not has_long:
+            continue
+        if (has_short and not has_long
+                and re.search(rf"\b{re.escape(short)}s?\b", question)):
             found.append((short, long_form))
-        elif long_lower in lowered and not re.search(rf"\b{re.escape(short)}\b", question):
+        elif has_long and not (has_short and re.search(rf"\b{re.escape(short)}\b", question)):
             found.append((long_form, short))
     unique: dict[tuple[str, str], None] = {}
     for present, other in found:
@@ -120,7 +141,7 @@ def _form_pattern(form: str) -> re.Pattern[str]:
     return re.compile(rf"(?<![\w\-]){body}s?(?![\w\-])", flags)
 
 
-def expansions(question: str, table: list[tuple[str, str]]) -> list[str]:
+def expansions(question: str, table: Sequence[tuple[str, str]]) -> list[str]:
     """Alternative forms for acronyms or long forms that appear in ``question``."""
     return list(dict.fromkeys(other for _, other in aliases(question, table)))
 

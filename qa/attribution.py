@@ -29,24 +29,52 @@ def name_parts(author: str) -> list[str]:
     return parts
 
 
-def author_table(documents: Iterable[Mapping[str, object]]) -> AuthorTable:
+class AuthorMatcher(tuple[tuple[str, re.Pattern[str]], ...]):
+    """An AuthorTable with every document's name parts also compiled into one pattern, so a
+    question is searched once rather than once per document (built once per index snapshot)."""
+
+    combined: re.Pattern[str] | None
+    owners: dict[str, tuple[str, ...]]
+
+    def __new__(cls, rows: Iterable[tuple[str, re.Pattern[str], Sequence[str]]]
+                ) -> AuthorMatcher:
+        rows = list(rows)
+        table = super().__new__(cls, tuple((doc_id, pattern) for doc_id, pattern, _ in rows))
+        owners: dict[str, list[str]] = {}
+        for doc_id, _, parts in rows:
+            for part in parts:
+                owners.setdefault(part, []).append(doc_id)
+        table.owners = {part: tuple(ids) for part, ids in owners.items()}
+        table.combined = _pattern(owners) if owners else None
+        return table
+
+
+def _pattern(parts: Iterable[str]) -> re.Pattern[str]:
+    """Any of ``parts`` as a whole, capitalized word (longest first), possessive included."""
+    alternation = "|".join(re.escape(p) for p in sorted(parts, key=lambda p: (-len(p), p)))
+    return re.compile(rf"(?<![\w'’\-])(?:{alternation})(?![\w\-]|['’](?!s\b))")
+
+
+def author_table(documents: Iterable[Mapping[str, object]]) -> AuthorMatcher:
     """One compiled pattern per document with named authors (``documents`` as the index lists
-    them: ``doc_id`` and ``authors``)."""
-    table = []
+    them: ``doc_id`` and ``authors``), and all of them in one."""
+    rows = []
     for doc in documents:
         authors = doc.get("authors")
         names = [a for a in authors if isinstance(a, str)] if isinstance(authors, list) else []
-        parts = sorted({p for a in names for p in name_parts(a)},
-                       key=lambda p: (-len(p), p))
+        parts = sorted({p for a in names for p in name_parts(a)})
         if parts:
-            alternation = "|".join(re.escape(p) for p in parts)
-            table.append((str(doc["doc_id"]),
-                          re.compile(rf"(?<![\w'’\-])(?:{alternation})(?![\w\-]|['’](?!s\b))")))
-    return tuple(table)
+            rows.append((str(doc["doc_id"]), _pattern(parts), parts))
+    return AuthorMatcher(rows)
 
 
 def named_documents(question: str, table: Sequence[tuple[str, re.Pattern[str]]]) -> frozenset[str]:
     """Ids of the documents whose author ``question`` names (possessive forms included)."""
+    if isinstance(table, AuthorMatcher):
+        if table.combined is None:
+            return frozenset()
+        return frozenset(doc_id for m in table.combined.finditer(question)
+                         for doc_id in table.owners[m.group(0)])
     return frozenset(doc_id for doc_id, pattern in table if pattern.search(question))
 
 
@@ -54,4 +82,8 @@ def name_spans(question: str,
                table: Sequence[tuple[str, re.Pattern[str]]]) -> tuple[tuple[int, int], ...]:
     """(start, end) of every author name ``question`` uses: the attribution, which is scored on
     the documents' metadata and is no content to look for in passages."""
+    if isinstance(table, AuthorMatcher):
+        if table.combined is None:
+            return ()
+        return tuple(sorted({m.span() for m in table.combined.finditer(question)}))
     return tuple(sorted({m.span() for _, pattern in table for m in pattern.finditer(question)}))

@@ -26,7 +26,8 @@ F = Callable[..., Any]
 
 
 # Which settings each command takes as flags. A flag overrides its QA_* variable; secrets (the
-# admin token) stay in the environment, where they do not show in the process list.
+# admin token, a Redis URI that may hold a password) stay in the environment, where they do not
+# show in the process list.
 RETRIEVAL_SETTINGS = ("index_dir", "model", "encoder", "top_k", "candidates", "dense_weight",
                       "sentence_weight", "lexical_weight", "rerank", "rrf_k")
 ANSWER_SETTINGS = (*RETRIEVAL_SETTINGS, "abstain_threshold", "max_answer_sentences",
@@ -39,7 +40,7 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "ask": ANSWER_SETTINGS,
     "eval": ANSWER_SETTINGS,
     "serve": ("corpus_dir", *ANSWER_SETTINGS, "max_upload_bytes", "rate_limit",
-              "reload_interval", "cache_size"),
+              "trusted_proxies", "reload_interval", "cache_size"),
 }
 SHORT_FLAGS = {"top_k": "-k"}
 

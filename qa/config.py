@@ -8,6 +8,7 @@ early with the key, the expected type and the accepted range. No other module re
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -38,6 +39,7 @@ TEMPLATES_DIR = (PACKAGE_DIR / "templates" if (PACKAGE_DIR / "templates").is_dir
                  else PACKAGE_DIR.parent / "templates")
 STATIC_DIR = PACKAGE_DIR / "static"
 BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
+RATE_LIMIT_SCHEMES = ("redis://", "rediss://", "unix://", "memory://")
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,17 @@ class Settings:
         metadata={"help": "API requests per minute per client (0: unlimited).", "min": 0,
                   "max": 1000000},
     )
+    rate_limit_storage: str = field(
+        default="",
+        metadata={"help": "Where rate-limit counts live, shared by all workers: a redis:// URI, "
+                          "or empty for a SQLite file in the index directory.",
+                  "secret": True},  # a Redis URI may carry a password
+    )
+    trusted_proxies: str = field(
+        default="",
+        metadata={"help": "Comma-separated addresses or networks of reverse proxies whose "
+                          "X-Forwarded-For names the client (empty: the connection's address)."},
+    )
     reload_interval: float = field(
         default=1.0,
         metadata={"help": "Seconds between checks for a newly published index.", "min": 0.05,
@@ -177,6 +190,16 @@ class Settings:
                 f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_tokens "
                 f"({self.chunk_tokens})"
             )
+        for part in filter(None, (p.strip() for p in self.trusted_proxies.split(","))):
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError as e:
+                raise ConfigError(f"setting trusted_proxies (QA_TRUSTED_PROXIES) expects "
+                                  f"addresses or networks like 10.0.0.0/8, got {part!r}") from e
+        storage = self.rate_limit_storage
+        if storage and not storage.startswith(RATE_LIMIT_SCHEMES):
+            raise ConfigError(f"setting rate_limit_storage (QA_RATE_LIMIT_STORAGE) must start "
+                              f"with one of {RATE_LIMIT_SCHEMES}")
 
     def public(self) -> dict[str, Any]:
         """Settings as plain JSON values, secrets masked."""

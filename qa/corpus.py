@@ -10,7 +10,8 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterable
+import unicodedata
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 SUPPORTED_SUFFIXES = (".txt", ".md", ".html", ".htm", ".pdf")
 META_SUFFIX = ".meta.json"
 IGNORED_NAMES = {"README.md", "readme.md", ".gitkeep", ".DS_Store"}
+_IGNORED_FOLDED = {name.casefold() for name in IGNORED_NAMES}  # "Readme.md" too
 
 
 class UnreadableDocument(Exception):
@@ -65,39 +67,74 @@ class Document:
         }
 
 
-def discover(corpus_dir: Path) -> tuple[list[SourceFile], list[str]]:
-    """All document files under ``corpus_dir`` with content hashes, plus warnings for skipped files."""
-    if not corpus_dir.is_dir():
-        raise CorpusError(f"corpus directory {corpus_dir} does not exist or is not a directory: "
-                          f"create it with documents in it, or set QA_CORPUS_DIR (--corpus-dir)")
-    found: list[SourceFile] = []
+def discover(corpus_dir: Path, known_ids: Mapping[str, str] | None = None
+             ) -> tuple[list[SourceFile], list[str]]:
+    """All document files under ``corpus_dir`` with content hashes, plus warnings for skipped files.
+
+    ``known_ids`` (relative path -> id, from the index being updated) keeps every document that
+    was indexed before under the id it had: an id never changes because another file was added,
+    removed or renamed. A new file gets the slug of its path, or that slug with its extension
+    (then a number) when an indexed document already has it.
+    """
+    check_corpus_dir(corpus_dir)
+    known = dict(known_ids or {})
+    candidates: list[tuple[Path, str, Path | None, str]] = []
     warnings: list[str] = []
-    used_ids: set[str] = set()
     try:
         paths = sorted(p for p in corpus_dir.rglob("*") if p.is_file())
     except OSError as e:
         raise CorpusError(f"cannot read corpus directory {corpus_dir}: {e}") from e
+    shared: dict[Path, list[str]] = {}
     for path in paths:
         rel = path.relative_to(corpus_dir)
-        if path.name in IGNORED_NAMES or path.name.endswith(META_SUFFIX) or any(
-            part.startswith(".") for part in rel.parts
-        ):
+        if path.name.casefold() in _IGNORED_FOLDED or path.name.casefold().endswith(
+                META_SUFFIX) or any(part.startswith(".") for part in rel.parts):
             continue
         if path.suffix.lower() not in SUPPORTED_SUFFIXES:
             warnings.append(f"skipped {rel}: unsupported file type {path.suffix or '(none)'!r}")
             continue
-        meta_path = path.with_name(path.stem + META_SUFFIX)
+        meta_path = sidecar(path)
+        if meta_path is not None and meta_path.name == path.stem + META_SUFFIX:
+            shared.setdefault(meta_path, []).append(path.name)
         try:
             digest = hashlib.sha256(path.read_bytes())
-            if meta_path.is_file():
+            if meta_path is not None:
                 digest.update(b"\0meta\0" + meta_path.read_bytes())
         except OSError as e:
             warnings.append(f"skipped {rel}: cannot read file ({e.strerror or e})")
             continue
-        doc_id = _unique_id(_slug(str(rel.with_suffix(""))), path.suffix, used_ids)
-        found.append(SourceFile(doc_id, path, meta_path if meta_path.is_file() else None,
-                                digest.hexdigest()))
+        candidates.append((path, str(rel), meta_path, digest.hexdigest()))
+    for meta_path, names in shared.items():
+        if len(names) > 1:
+            warnings.append(
+                f"{meta_path.relative_to(corpus_dir)} describes {' and '.join(names)}: give "
+                f"each file its own ({', '.join(n + META_SUFFIX for n in names)})")
+    # Ids of files indexed before and since removed stay taken: an old link never leads to a
+    # different document, and the file, put back, gets its id again.
+    used = set(known.values())
+    found: list[SourceFile] = []
+    for path, rel_path, meta_path, digest_hex in candidates:
+        doc_id = known.get(rel_path)
+        if doc_id is None:
+            doc_id = _unique_id(_slug(str(Path(rel_path).with_suffix(""))), path.suffix, used)
+        found.append(SourceFile(doc_id, path, meta_path, digest_hex))
     return found, warnings
+
+
+def check_corpus_dir(corpus_dir: Path) -> None:
+    if not corpus_dir.is_dir():
+        raise CorpusError(f"corpus directory {corpus_dir} does not exist or is not a directory: "
+                          f"create it with documents in it, or set QA_CORPUS_DIR (--corpus-dir)")
+
+
+def sidecar(path: Path) -> Path | None:
+    """The metadata file of document ``path``: its own ``<name>.meta.json`` when there is one,
+    else ``<stem>.meta.json`` (which every file of that stem shares)."""
+    for candidate in (path.with_name(path.name + META_SUFFIX),
+                      path.with_name(path.stem + META_SUFFIX)):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def load_document(source: SourceFile, corpus_dir: Path) -> Document:
@@ -236,8 +273,11 @@ def _opt_str(value: Any) -> str | None:
 
 
 def _slug(text: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return slug[:80] or "document"
+    """Letters, marks and digits of any script, lower-cased; every other run becomes ``-``."""
+    kept = "".join(c if unicodedata.category(c)[0] in "LMN" else "-"
+                   for c in unicodedata.normalize("NFC", text.lower()))
+    slug = re.sub(r"-+", "-", kept).strip("-")
+    return slug[:80].strip("-") or "document"
 
 
 def _unique_id(base: str, suffix: str, used: set[str]) -> str:

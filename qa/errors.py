@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+import re
+import uuid
+
+# An absolute POSIX path (not the second half of "and/or", "multipart/form-data" or a URL).
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])/[^\s'\"`()<>;,]+")
+# What a client is told of a server-side failure; the details go to the log, under an error id.
+_PUBLIC_MESSAGES = {
+    "no_index": "no index has been published yet: an administrator must run `qa index`",
+    "index_corrupt": "the index cannot be read: an administrator must run `qa index --full`",
+}
+
 
 class QAError(Exception):
     """Base class: a failure with a message a user can act on."""
@@ -110,3 +121,24 @@ class TooLargeError(QAError):
 class UnsupportedMediaError(QAError):
     code = "unsupported_media_type"
     http_status = 415
+
+
+def new_error_id() -> str:
+    """A short random id that ties a client's error message to its log record."""
+    return uuid.uuid4().hex[:12]
+
+
+def redact_paths(text: str) -> str:
+    """``text`` with every absolute filesystem path replaced by ``<path>``."""
+    return _ABSOLUTE_PATH.sub("<path>", text)
+
+
+def public_message(error: Exception, error_id: str) -> str:
+    """What a client sees of ``error``: its own message for a request error (paths removed), a
+    generic one naming ``error_id`` for a server-side failure."""
+    status = error.http_status if isinstance(error, QAError) else 500
+    if status < 500:
+        return redact_paths(str(error))
+    code = error.code if isinstance(error, QAError) else ""
+    generic = _PUBLIC_MESSAGES.get(code, "internal server error")
+    return f"{generic} (error id {error_id})"

@@ -20,7 +20,15 @@ import numpy as np
 from qa import chunking, evidence, store, terms, textclean
 from qa.acronyms import find_acronyms, gloss
 from qa.config import Settings
-from qa.corpus import Document, SourceFile, UnreadableDocument, discover, load_document, page_at
+from qa.corpus import (
+    Document,
+    SourceFile,
+    UnreadableDocument,
+    check_corpus_dir,
+    discover,
+    load_document,
+    page_at,
+)
 from qa.errors import CorpusError, IndexCorruptError, NoIndexError
 
 log = logging.getLogger(__name__)
@@ -79,18 +87,23 @@ def build_index(settings: Settings, *, full: bool = False, progress: Progress | 
     """Bring the published index up to date with the corpus. Safe to interrupt at any point."""
     started = time.perf_counter()
     layout = store.Layout(settings.index_dir)
-    sources, warnings = discover(settings.corpus_dir)
-    if not sources:
-        skipped = f" ({'; '.join(warnings)})" if warnings else ""
-        raise CorpusError(
-            f"corpus directory {settings.corpus_dir} holds no documents{skipped}: add .txt, .md, "
-            f".html or .pdf files, or point QA_CORPUS_DIR (--corpus-dir) at a folder that has them")
+    check_corpus_dir(settings.corpus_dir)
     with store.build_lock(layout, wait=lock_wait):
         store.clean_leftovers(layout)
         previous = _open_previous(layout)
         try:
+            known = known_ids(previous) if previous is not None else {}
+            sources, warnings = discover(settings.corpus_dir, known)
+            if not sources:
+                skipped = f" ({'; '.join(warnings)})" if warnings else ""
+                raise CorpusError(
+                    f"corpus directory {settings.corpus_dir} holds no documents{skipped}: add "
+                    f".txt, .md, .html or .pdf files, or point QA_CORPUS_DIR (--corpus-dir) at a "
+                    f"folder that has them")
+            ids = {**known, **{str(s.path.relative_to(settings.corpus_dir)): s.doc_id
+                               for s in sources}}
             return _build(settings, layout, sources, warnings, previous, full, progress,
-                          embedder, started)
+                          embedder, started, ids)
         finally:
             if previous is not None:
                 previous.close()
@@ -106,9 +119,20 @@ def _open_previous(layout: store.Layout) -> store.IndexReader | None:
         return None
 
 
+def known_ids(previous: store.IndexReader) -> dict[str, str]:
+    """Relative path -> document id of every file the index has given an id (removed files
+    too), so that ids never change. An index built before ids were kept in its manifest gives
+    the ids of its documents: they keep resolving."""
+    ids = previous.manifest.get("ids")
+    if isinstance(ids, dict):
+        return {str(path): str(doc_id) for path, doc_id in ids.items()}
+    return {doc["path"]: doc["doc_id"] for doc in previous.documents()}
+
+
 def _build(settings: Settings, layout: store.Layout, sources: list[SourceFile],
            warnings: list[str], previous: store.IndexReader | None, full: bool,
-           progress: Progress | None, embedder: Any, started: float) -> BuildResult:
+           progress: Progress | None, embedder: Any, started: float,
+           ids: dict[str, str]) -> BuildResult:
     from qa.embedding import resolve_model
 
     _, model_key = resolve_model(settings.model)
@@ -125,6 +149,7 @@ def _build(settings: Settings, layout: store.Layout, sources: list[SourceFile],
     if previous is not None and not full and seen == current:
         warnings.extend(v[1] for v in old_skipped.values())
         counts = previous.manifest.get("counts", {})
+        _export_onnx_if_missing(settings, layout)
         return BuildResult(len(old_docs), int(counts.get("chunks", 0)), 0, 0, previous.version,
                            round(time.perf_counter() - started, 3), False, False, warnings)
 
@@ -164,6 +189,7 @@ def _build(settings: Settings, layout: store.Layout, sources: list[SourceFile],
             "dimension": int(chunk_vectors.shape[1]),
             "documents": {p.meta["doc_id"]: p.meta["content_hash"] for p in prepared},
             "skipped": skipped,
+            "ids": ids,
             "counts": {"documents": len(prepared)},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -178,6 +204,22 @@ def _build(settings: Settings, layout: store.Layout, sources: list[SourceFile],
     store.clean_leftovers(layout)
     return BuildResult(len(prepared), int(chunk_vectors.shape[0]), embedded, removed, version,
                        round(time.perf_counter() - started, 3), True, full, warnings)
+
+
+def _export_onnx_if_missing(settings: Settings, layout: store.Layout) -> None:
+    """An up-to-date index still gets an ONNX export when none exists under the model's name
+    (a new model identity names a new file): else queries would stay on torch until some
+    document changes. A build with nothing to do leaves the caller's embedder alone; this one
+    loads the model only when it exports."""
+    if settings.encoder == "torch":
+        return
+    from qa.embedding import Embedder
+
+    embedder = Embedder(settings.model, backend=settings.encoder,
+                        onnx_dir=layout.cache / "onnx", threads=os.cpu_count())
+    path = embedder.onnx_path()
+    if path is not None and not path.is_file():
+        embedder.ensure_onnx()
 
 
 def embed_header(title: str, section: str | None) -> str:

@@ -35,7 +35,11 @@ def _ref(name: str) -> dict[str, str]:
 
 
 SCHEMAS: dict[str, Any] = {
-    "Error": _obj({"error": _obj({"code": {"type": "string"}, "message": {"type": "string"}})}),
+    "Error": _obj({"error": _obj(
+        {"code": {"type": "string"}, "message": {"type": "string"},
+         "error_id": {"type": "string", "description": "Server-side failures (5xx) only: the id "
+                      "under which the details are logged."}},
+        required=["code", "message"])}),
     "AnswerRequest": _obj({
         "question": {"type": "string", "description": "The question (1-max_question_chars "
                      "characters after whitespace is collapsed; else 422)."},

@@ -1,63 +1,141 @@
-"""Per-client rate limiting for the JSON API: one token bucket per client key.
+"""Per-client rate limiting of every route that runs a question, with Flask-Limiter.
 
-A client may burst up to ``per_minute`` requests and then gets one more every ``60 / per_minute``
-seconds. Thread-safe (one lock), memory-bounded (least recently seen clients are evicted past
-``max_clients``; a bucket idle for a full window is full again and is simply dropped). Knows
-nothing of Flask: the web layer passes the client key and turns a refusal into a 429.
+Owns the limiter's configuration: which requests count (the JSON API and the question page
+``GET /?q=``), who the client is (the connection's address, or the address a trusted reverse
+proxy reports in ``X-Forwarded-For``), and where the counts live: a storage every worker process
+sees, Redis when ``rate_limit_storage`` names one, else a SQLite file in the index directory
+(``store.RateCounters``). The web layer turns a refusal into its one error shape.
 """
 
 from __future__ import annotations
 
-import math
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable
+import ipaddress
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
 
-WINDOW_SECONDS = 60.0
+from flask import Flask, request
+from flask_limiter import Limiter
+from limits.storage import Storage
+
+from qa import store
+from qa.config import Settings
+
+log = logging.getLogger(__name__)
+
+SQLITE_SCHEME = "qa+sqlite"
+COUNTS_FILE = "ratelimit.sqlite"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class RateLimiter:
-    def __init__(self, per_minute: int, max_clients: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        if per_minute < 0:
-            raise ValueError("per_minute must be >= 0")
-        self.per_minute = per_minute
-        self.max_clients = max_clients
-        self._clock = clock
-        self._rate = per_minute / WINDOW_SECONDS  # tokens per second
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> tokens, t
-        self._lock = threading.Lock()
+class SharedFileStorage(Storage):
+    """A ``limits`` storage over ``store.RateCounters``: ``qa+sqlite:///path/to/file``."""
+
+    STORAGE_SCHEME = [SQLITE_SCHEME]  # noqa: RUF012 (the name limits' registry reads)
+
+    def __init__(self, uri: str, wrap_exceptions: bool = False, **options: Any) -> None:
+        self.counters = store.RateCounters(Path(unquote(urlparse(uri).path)))
+        super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
 
     @property
-    def enabled(self) -> bool:
-        return self.per_minute > 0
+    def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
+        return store.RateCounters.ERRORS
 
-    def acquire(self, key: str) -> int:
-        """Take one token for ``key``: 0 when allowed, else the seconds to wait (>= 1)."""
-        if not self.enabled:
-            return 0
-        now = self._clock()
-        with self._lock:
-            tokens, last = self._buckets.pop(key, (float(self.per_minute), now))
-            tokens = min(float(self.per_minute), tokens + (now - last) * self._rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
-                wait = 0
-            else:
-                self._buckets[key] = (tokens, now)
-                wait = max(1, math.ceil((1.0 - tokens) / self._rate))
-            self._evict(now)
-        return wait
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        return self.counters.incr(key, expiry, amount)
 
-    def _evict(self, now: float) -> None:
-        # Oldest-touched first: drop buckets that have refilled completely, then any overflow.
-        while self._buckets:
-            key, (_, last) = next(iter(self._buckets.items()))
-            if now - last >= WINDOW_SECONDS or len(self._buckets) > self.max_clients:
-                del self._buckets[key]
-            else:
-                break
+    def get(self, key: str) -> int:
+        return self.counters.get(key)
 
-    def __len__(self) -> int:
-        return len(self._buckets)
+    def get_expiry(self, key: str) -> float:
+        return self.counters.expiry(key)
+
+    def check(self) -> bool:
+        return self.counters.check()
+
+    def reset(self) -> int | None:
+        return self.counters.reset()
+
+    def clear(self, key: str) -> None:
+        self.counters.clear(key)
+
+
+def storage_uri(settings: Settings) -> str:
+    """Where counts live: ``rate_limit_storage`` when set, else a file in the index directory."""
+    if settings.rate_limit_storage:
+        return settings.rate_limit_storage
+    return f"{SQLITE_SCHEME}://{(settings.index_dir / COUNTS_FILE).resolve()}"
+
+
+def trusted_networks(value: str) -> list[Network]:
+    """``QA_TRUSTED_PROXIES``: comma-separated addresses or networks (validated by config)."""
+    return [ipaddress.ip_network(part.strip(), strict=False)
+            for part in value.split(",") if part.strip()]
+
+
+def client_address(remote_addr: str | None, forwarded_for: Sequence[str],
+                   trusted: Sequence[Network]) -> str:
+    """The client a request comes from. ``X-Forwarded-For`` counts only when the connection
+    comes from a trusted proxy; its entries are read from the right (each appended by the next
+    hop) and the first one that is not itself a trusted proxy is the client. A client cannot
+    choose its address by sending the header itself."""
+    address = remote_addr or "unknown"
+    if not trusted or not _within(address, trusted):
+        return address
+    hops = [h.strip() for header in forwarded_for for h in header.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _parses(hop):
+            return address  # a garbled entry: the last trusted hop is all that is known
+        address = hop
+        if not _within(hop, trusted):
+            return hop
+    return address
+
+
+def _parses(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _within(value: str, networks: Sequence[Network]) -> bool:
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
+def runs_question() -> bool:
+    """Whether the current request is rate limited: every JSON API call and the question page
+    when it asks (``GET /?q=``)."""
+    return request.path.startswith("/api/") or (request.endpoint == "pages.ask"
+                                                and "q" in request.args)
+
+
+def install(app: Flask, settings: Settings) -> Limiter | None:
+    """Limit ``app``'s question routes to ``settings.rate_limit`` a minute per client, all
+    limited routes sharing one count (None when the limit is off)."""
+    if not settings.rate_limit:
+        return None
+    trusted = trusted_networks(settings.trusted_proxies)
+    key: Callable[[], str] = lambda: client_address(  # noqa: E731
+        request.remote_addr, request.headers.getlist("X-Forwarded-For"), trusted)
+    limiter = Limiter(
+        key_func=key,
+        app=app,
+        storage_uri=storage_uri(settings),
+        application_limits=[f"{settings.rate_limit} per minute"],
+        application_limits_exempt_when=lambda: not runs_question(),
+        strategy="fixed-window",
+        headers_enabled=True,
+        key_prefix="qa",
+        # An unreachable storage lets requests through (and logs), rather than failing them.
+        swallow_errors=True,
+    )
+    return limiter

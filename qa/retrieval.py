@@ -133,7 +133,7 @@ def prepare_query(question: str, acronym_table: Sequence[tuple[str, str]],
     """The encoder sees the question (with acronym expansions when ``expand_dense``); BM25 sees
     the question's terms OR the other form of every acronym or long form in it; the reranker
     favours the documents whose author it names."""
-    pairs = aliases(question, list(acronym_table))
+    pairs = aliases(question, acronym_table)
     extra = list(dict.fromkeys(other for _, other in pairs))
     dense_text = f"{question} ({'; '.join(extra)})" if extra and expand_dense else question
     return Query(question, dense_text, terms.fts_expression(question, extra), tuple(pairs),

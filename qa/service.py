@@ -20,7 +20,6 @@ import numpy as np
 
 from qa import evidence, retrieval, store
 from qa.answering import compose_answer
-from qa.attribution import AuthorTable, author_table
 from qa.config import Settings
 from qa.errors import (
     ConfigError,
@@ -28,8 +27,10 @@ from qa.errors import (
     InvalidQuestionError,
     NoIndexError,
     UnknownDocumentError,
+    new_error_id,
 )
 from qa.indexing import PIPELINE_VERSION, BuildResult, Progress, build_index
+from qa.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,8 @@ class QAService:
         self.settings = settings or Settings.load()
         self.layout = store.Layout(self.settings.index_dir)
         self._embedder = embedder
-        self._reader: store.IndexReader | None = None
-        self._acronyms: list[tuple[str, str]] = []
-        self._authors: AuthorTable = ()
+        # Replaced whole, in one assignment; a request keeps the snapshot it started with.
+        self._snapshot: Snapshot | None = None
         self._lock = threading.Lock()
         self._checked_at = 0.0
         self.reload_error: str | None = None
@@ -62,40 +62,49 @@ class QAService:
                                       onnx_dir=self.layout.cache / "onnx")
         return self._embedder
 
-    def reader(self) -> store.IndexReader:
-        """The current reader, reloading when a new version was published (checked at most once
-        per ``reload_interval``). Raises NoIndexError before the first build."""
+    def snapshot(self) -> Snapshot:
+        """The current snapshot, reloading when a new version was published (checked at most
+        once per ``reload_interval``). Raises NoIndexError before the first build."""
         now = time.monotonic()
-        if self._reader is None or now - self._checked_at >= self.settings.reload_interval:
+        snapshot = self._snapshot
+        if snapshot is None or now - self._checked_at >= self.settings.reload_interval:
             with self._lock:
-                if self._reader is None or now - self._checked_at >= self.settings.reload_interval:
+                if (self._snapshot is None
+                        or now - self._checked_at >= self.settings.reload_interval):
                     self._checked_at = now
                     self._maybe_reload()
-        if self._reader is None:
+            snapshot = self._snapshot
+        if snapshot is None:
             raise NoIndexError(f"no index has been built in {self.layout.root}: run `qa index`")
-        return self._reader
+        return snapshot
+
+    def reader(self) -> store.IndexReader:
+        """The current snapshot's reader (see ``snapshot``)."""
+        return self.snapshot().reader
 
     def _maybe_reload(self) -> None:
         version = self.layout.current_version()
-        if version is None or (self._reader is not None and self._reader.version == version):
+        current = self._snapshot
+        if version is None or (current is not None and current.version == version):
             return
         try:
-            reader = store.IndexReader(self.layout.build_dir(version))
+            reader = store.open_leased(self.layout, version)
             self._check_model(reader)
+            snapshot = Snapshot.of(reader)
         except (IndexCorruptError, ConfigError) as e:
-            if self._reader is None:
+            if current is None:
                 raise
-            self.reload_error = f"kept version {self._reader.version}: {e}"
-            log.error("not switching to index %s: %s", version, e)
+            # The public status names no path: the details are in the log, under the error id.
+            error_id = new_error_id()
+            self.reload_error = (f"kept version {current.version}: version {version} could not "
+                                 f"be loaded ({e.code}; error id {error_id})")
+            log.error("not switching to index %s (error id %s): %s", version, error_id, e)
             return
-        built_by = reader.manifest.get("params", {}).get("pipeline")
-        if built_by != PIPELINE_VERSION:
+        if snapshot.built_by != PIPELINE_VERSION:
             log.warning("index %s was built by pipeline version %s, this code builds version %s: "
-                        "it is served as it is; run `qa index` to rebuild it", version, built_by,
-                        PIPELINE_VERSION)
-        self._acronyms = reader.acronyms()
-        self._authors = author_table(reader.documents())
-        self._reader = reader
+                        "it is served as it is; run `qa index` to rebuild it", version,
+                        snapshot.built_by, PIPELINE_VERSION)
+        self._snapshot = snapshot  # the one switch
         self.reload_error = None
         with self._cache_lock:
             self._cache.clear()
@@ -143,8 +152,9 @@ class QAService:
         """Passages only: ``{"question", "passages", "index_version", "timings_ms"}``."""
         started = time.perf_counter()
         text = self.clean_question(question)
-        reader = self.reader()
-        hits, timings = self._retrieve(reader, text, k, doc_ids, mode)
+        snapshot = self.snapshot()
+        reader = snapshot.reader
+        hits, timings = self._retrieve(snapshot, text, k, doc_ids, mode)
         timings["total"] = _ms(started)
         return {"question": text, "passages": [h.to_dict() for h in hits],
                 "index_version": reader.version, "timings_ms": timings}
@@ -154,7 +164,8 @@ class QAService:
         """The full response object of the answers issue (and of ``POST /api/v1/answer``)."""
         started = time.perf_counter()
         text = self.clean_question(question)
-        reader = self.reader()
+        snapshot = self.snapshot()
+        reader = snapshot.reader
         k = top_k or self.settings.top_k
         key = (text, k, tuple(sorted(doc_ids or ())), reader.version)
         cached = None
@@ -165,7 +176,7 @@ class QAService:
                     self._cache.move_to_end(key)
         if cached is not None:
             return {**cached, "timings_ms": {"total": _ms(started), "cached": True}}
-        hits, timings = self._retrieve(reader, text, k, doc_ids, "hybrid")
+        hits, timings = self._retrieve(snapshot, text, k, doc_ids, "hybrid")
         t0 = time.perf_counter()
         answer = compose_answer(reader, text, hits, threshold=self.settings.abstain_threshold,
                                 max_sentences=self.settings.max_answer_sentences)
@@ -186,13 +197,14 @@ class QAService:
                     self._cache.popitem(last=False)
         return response
 
-    def _retrieve(self, reader: store.IndexReader, text: str, k: int | None,
+    def _retrieve(self, snapshot: Snapshot, text: str, k: int | None,
                   doc_ids: Sequence[str] | None, mode: str) -> tuple[list[retrieval.Hit],
                                                                      dict[str, Any]]:
+        reader = snapshot.reader
         if mode not in retrieval.MODES:
             raise ConfigError(f"unknown retrieval mode {mode!r}; choose from {retrieval.MODES}")
         filter_ids = self._clean_doc_ids(reader, doc_ids)
-        query = retrieval.prepare_query(text, self._acronyms, self._authors)
+        query = retrieval.prepare_query(text, snapshot.acronyms, snapshot.authors)
         s = self.settings
         lexical = self._lexical_helpers.submit(retrieval.prepare_lexical, reader, query,
                                                candidates=s.candidates, mode=mode,

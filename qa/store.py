@@ -10,6 +10,7 @@ small pointer file ``index/CURRENT``. Never embeds, never ranks.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -20,6 +21,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -137,6 +139,10 @@ class Layout:
     def lock(self) -> Path:
         return self.root / ".lock"
 
+    @property
+    def leases(self) -> Path:
+        return self.root / "leases"
+
     def build_dir(self, version: str) -> Path:
         return self.builds / version
 
@@ -193,21 +199,96 @@ def build_lock(layout: Layout, wait: float = 0.0) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+class Lease:
+    """A serving process's hold on one build: a shared flock on ``leases/<version>``. Any number
+    of processes (and readers) hold a build at once; cleanup removes a build only after taking
+    the exclusive lock, which it cannot while a lease is held. The kernel releases the lock when
+    its process dies, so a killed server never pins a build for good."""
+
+    def __init__(self, layout: Layout, version: str) -> None:
+        layout.leases.mkdir(parents=True, exist_ok=True)
+        self.version = version
+        self._fd: int | None = os.open(layout.leases / version, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_SH)  # waits while cleanup is removing this build
+        except OSError:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor drops the lock
+
+
+def open_leased(layout: Layout, version: str, verify: bool | str = True) -> IndexReader:
+    """Open a published build while holding a lease on it, for as long as the reader lives."""
+    lease: Lease | None
+    try:
+        lease = Lease(layout, version)
+    except OSError as e:  # a read-only index directory (a replica): nothing cleans it up here
+        log.warning("serving index build %s without a lease (%s): a build in another process "
+                    "could remove it while in use", version, e.strerror or e)
+        lease = None
+    try:
+        # Checked only now that the lease is held: cleanup may have removed the build between
+        # the reading of CURRENT and the lease, never after it.
+        if not layout.build_dir(version).is_dir():
+            raise IndexCorruptError(f"index build {version} is missing: run `qa index --full`")
+        return IndexReader(layout.build_dir(version), verify=verify, lease=lease)
+    except BaseException:
+        if lease is not None:
+            lease.release()
+        raise
+
+
+def _remove_unleased(layout: Layout, name: str) -> bool:
+    """Remove build ``name`` unless a process holds a lease on it. True when removed."""
+    lease_path = layout.leases / name
+    try:
+        layout.leases.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lease_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        log.warning("not removing build %s: cannot check its leases: %s", name, e)
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("keeping build %s: a serving process holds it", name)
+            return False
+        build = layout.build_dir(name)
+        if build.is_dir():
+            # Renamed first, so that an interrupted removal leaves no half build under its name.
+            trash = layout.builds / f".trash-{name}"
+            os.replace(build, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        lease_path.unlink(missing_ok=True)
+        return True
+    finally:
+        os.close(fd)
+
+
 def clean_leftovers(layout: Layout, keep: int = KEEP_BUILDS) -> list[str]:
-    """Remove unfinished builds and all but the ``keep`` newest published ones. Call under lock."""
+    """Remove unfinished builds and all but the ``keep`` newest published ones, except the
+    current build and any build a serving process holds a lease on. Call under lock."""
     removed: list[str] = []
     if not layout.builds.is_dir():
         return removed
     current = layout.current_version()
     finished = sorted(p.name for p in layout.builds.iterdir() if not p.name.startswith("."))
     for path in layout.builds.iterdir():
-        if path.name.startswith(".tmp-"):
+        if path.name.startswith((".tmp-", ".trash-")):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path.name)
     stale = [v for v in finished[:-keep] if v != current] if keep else []
     for name in stale:
-        shutil.rmtree(layout.builds / name, ignore_errors=True)
-        removed.append(name)
+        if _remove_unleased(layout, name):
+            removed.append(name)
+    if layout.leases.is_dir():  # leases of builds that are gone (their holders are too)
+        for path in layout.leases.iterdir():
+            if path.name not in finished and not path.name.startswith("."):
+                _remove_unleased(layout, path.name)
     for tmp in layout.root.glob("CURRENT.tmp*"):
         tmp.unlink(missing_ok=True)
     return removed
@@ -298,6 +379,91 @@ class EmbeddingCache:
 
 def content_key(model_key: str, text: str) -> str:
     return hashlib.sha256(f"{model_key}\0{text}".encode()).hexdigest()[:32]
+
+
+# --------------------------------------------------------------------------------------------
+# Rate-limit counters shared by every worker process
+# --------------------------------------------------------------------------------------------
+class RateCounters:
+    """Fixed-window counters (key -> count until an expiry time) in one SQLite file, so that
+    every worker process of a server counts the same requests. Each change is one short
+    IMMEDIATE transaction; expired rows are dropped as they are met and every so often."""
+
+    PRUNE_EVERY = 1000
+    ERRORS: tuple[type[Exception], ...] = (sqlite3.Error,)
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._writes = 0
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.closing(self._connect()) as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, "
+                             "count INTEGER NOT NULL, expires REAL NOT NULL)")
+        except (OSError, sqlite3.Error) as e:
+            raise IndexWriteError(
+                f"rate-limit counts cannot be kept in {path}: {e}; make the index directory "
+                "writable or set QA_RATE_LIMIT_STORAGE to a redis:// URI") from e
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=10, isolation_level=None,
+                               check_same_thread=False)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "db", None)
+        if conn is None:
+            conn = self._local.db = self._connect()
+        return conn
+
+    def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        """Add ``amount`` to ``key`` (a fresh window of ``expiry`` seconds when it has none)."""
+        now = time.time()
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute("SELECT count, expires FROM counters WHERE key = ?",
+                             (key,)).fetchone()
+            if row is None or row[1] <= now:
+                count, expires = amount, now + expiry
+            else:
+                count, expires = int(row[0]) + amount, float(row[1])
+            db.execute("INSERT OR REPLACE INTO counters (key, count, expires) VALUES (?, ?, ?)",
+                       (key, count, expires))
+            self._writes += 1
+            if self._writes % self.PRUNE_EVERY == 0:
+                db.execute("DELETE FROM counters WHERE expires <= ?", (now,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return count
+
+    def get(self, key: str) -> int:
+        row = self.db.execute("SELECT count FROM counters WHERE key = ? AND expires > ?",
+                              (key, time.time())).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def expiry(self, key: str) -> float:
+        """When ``key``'s window ends (now when it has none)."""
+        row = self.db.execute("SELECT expires FROM counters WHERE key = ? AND expires > ?",
+                              (key, time.time())).fetchone()
+        return time.time() if row is None else float(row[0])
+
+    def clear(self, key: str) -> None:
+        self.db.execute("DELETE FROM counters WHERE key = ?", (key,))
+
+    def reset(self) -> int:
+        return int(self.db.execute("DELETE FROM counters").rowcount)
+
+    def check(self) -> bool:
+        try:
+            self.db.execute("SELECT 1 FROM counters LIMIT 1")
+        except sqlite3.Error:
+            return False
+        return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,12 +566,13 @@ class BuildWriter:
         (self.tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         for name in (*names, MANIFEST_FILE):
             _fsync(self.tmp / name)
+        fsync_dir(self.tmp)  # the entries naming those files, before anything points at them
         # Counts, dimensions and the load-time file checks (the digests were computed just above
         # from these very files, so hashing large ones whole again would only double the I/O).
         IndexReader(self.tmp).close()
         final = self.layout.build_dir(self.version)
         os.replace(self.tmp, final)
-        _fsync_dir(self.layout.builds)
+        fsync_dir(self.layout.builds)
         publish(self.layout, self.version)
         return final
 
@@ -443,7 +610,7 @@ def publish(layout: Layout, version: str) -> None:
     tmp.write_text(version + "\n")
     _fsync(tmp)
     os.replace(tmp, layout.current)
-    _fsync_dir(layout.root)
+    fsync_dir(layout.root)
 
 
 def write_faiss(path: Path, vectors: np.ndarray) -> str:
@@ -535,7 +702,8 @@ class IndexReader:
     ``verify`` is "full" (hash every file whole), True/"auto" (see ``verify_build``) or False.
     """
 
-    def __init__(self, build_dir: Path, verify: bool | str = True) -> None:
+    def __init__(self, build_dir: Path, verify: bool | str = True,
+                 lease: Lease | None = None) -> None:
         import faiss
 
         self.dir = build_dir
@@ -552,6 +720,14 @@ class IndexReader:
         if isinstance(self.faiss, faiss.IndexHNSW):
             self.faiss.hnsw.efSearch = 128
         self._local = threading.local()
+        # Every thread's connection, so that closing the reader (or dropping the last reference
+        # to it) closes them all, not only the calling thread's.
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        # When the last reference goes (the service switched away and the requests that held
+        # it finished), every connection is closed and the lease on the build released.
+        self._finalizer = weakref.finalize(self, _release, self._connections,
+                                           self._connections_lock, lease)
         self._chunk_rows = _LRU(CHUNK_CACHE_SIZE)
         self._chunk_sentences = _LRU(CHUNK_CACHE_SIZE)
         counts = self.manifest.get("counts", {})
@@ -605,6 +781,8 @@ class IndexReader:
                 raise IndexCorruptError(f"cannot open {self.dir / DB_FILE}: {e}") from e
             conn.row_factory = sqlite3.Row
             self._local.db = conn
+            with self._connections_lock:
+                self._connections.append(conn)
         return conn
 
     def sql_one(self, sql: str, args: Sequence[Any] = ()) -> Any:
@@ -614,10 +792,9 @@ class IndexReader:
             raise IndexCorruptError(f"{self.dir / DB_FILE}: {e}; run `qa index --full`") from e
 
     def close(self) -> None:
-        conn = getattr(self._local, "db", None)
-        if conn is not None:
-            conn.close()
-            self._local.db = None
+        """Close the SQLite connection of every thread (a later query opens a new one)."""
+        self._local = threading.local()
+        _close_connections(self._connections, self._connections_lock)
 
     # -- searches --------------------------------------------------------------------------
     def dense_search(self, query: np.ndarray, k: int,
@@ -670,19 +847,27 @@ class IndexReader:
         if n == 0 or k <= 0 or self.sentence_owners is None:
             return []
         q = np.asarray(query, dtype=np.float32).reshape(-1)
-        sims = np.asarray(self.sentence_vectors @ q)
-        take = min(n, k * 4)
+        if allowed is None:
+            rows = None
+            sims = np.asarray(self.sentence_vectors @ q)
+        else:
+            # Only the allowed chunks' sentences are scored: the corpus-wide best sentences of
+            # a large corpus may all lie outside the filter.
+            rows = np.flatnonzero(np.isin(self.sentence_owners,
+                                          np.asarray(allowed, dtype=np.int64)))
+            if not len(rows):
+                return []
+            sims = np.asarray(self.sentence_vectors[rows] @ q)
+        take = min(len(sims), k * 4)
         top = np.argpartition(-sims, take - 1)[:take]
         top = top[np.argsort(-sims[top])]
-        owners = self.sentence_owners[top].tolist()
-        allowed_set = set(allowed) if allowed is not None else None
+        owners = self.sentence_owners[top if rows is None else rows[top]].tolist()
         out: dict[int, float] = {}
-        for sid, chunk in zip(top.tolist(), owners, strict=True):
-            if chunk in out or (allowed_set is not None and chunk not in allowed_set):
-                continue
-            out[chunk] = float(sims[sid])
-            if len(out) == k:
-                break
+        for at, chunk in zip(top.tolist(), owners, strict=True):
+            if chunk not in out:
+                out[chunk] = float(sims[at])
+                if len(out) == k:
+                    break
         return list(out.items())
 
     def _read_sentence_owners(self) -> np.ndarray:
@@ -831,6 +1016,21 @@ class IndexReader:
             "SELECT short, long FROM acronyms WHERE doc_id = ? ORDER BY rowid", (doc_id,))]
 
 
+def _release(connections: list[sqlite3.Connection], lock: threading.Lock,
+             lease: Lease | None) -> None:
+    _close_connections(connections, lock)
+    if lease is not None:
+        lease.release()
+
+
+def _close_connections(connections: list[sqlite3.Connection], lock: threading.Lock) -> None:
+    with lock:
+        closing = list(connections)
+        connections.clear()
+    for conn in closing:
+        conn.close()
+
+
 def read_faiss(path: Path) -> Any:
     """Memory-map the vectors where FAISS allows: IO_FLAG_MMAP_IFC maps the codes of flat
     storage, for IndexFlat and for the storage of IndexHNSWFlat, so loading reads only the HNSW
@@ -896,6 +1096,11 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory ``path`` durable. File systems that cannot fsync a
+    directory (EINVAL) are skipped; any other failure (EIO ...) is raised."""
+    try:
         _fsync(path)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise

@@ -8,37 +8,70 @@ import codecs
 import os
 import re
 import tempfile
+import unicodedata
 from pathlib import Path
 from typing import IO
-
-from werkzeug.utils import secure_filename
 
 from qa.corpus import IGNORED_NAMES, META_SUFFIX, SUPPORTED_SUFFIXES
 from qa.errors import BadRequestError, ConflictError, TooLargeError, UnsupportedMediaError
 
 MAX_NAME_CHARS = 100
+MAX_NAME_BYTES = 200  # UTF-8 bytes; file systems allow 255
+# Windows device names: harmless here, but a corpus directory may be copied to Windows.
+_DEVICE_NAMES = {"con", "prn", "aux", "nul", *(f"com{n}" for n in range(1, 10)),
+                 *(f"lpt{n}" for n in range(1, 10))}
+RESERVED_NAMES = {name.casefold() for name in IGNORED_NAMES}
 
 
 def clean_upload_name(filename: str) -> str:
-    """A safe file name for the corpus directory, or BadRequestError / UnsupportedMediaError."""
+    """A safe file name for the corpus directory, or BadRequestError / UnsupportedMediaError.
+
+    Letters, marks and digits of any script are kept (normalized to NFC), whitespace becomes
+    ``_``, path separators become ``_``, and everything else (punctuation, control and
+    direction-override characters) is dropped. Reserved names are compared without regard to
+    case.
+    """
     if "\x00" in filename:
         raise BadRequestError("file name contains a NUL byte")
     if filename.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", filename):
         raise BadRequestError("file name must not be an absolute path")
     if ".." in re.split(r"[/\\]", filename):
         raise BadRequestError("file name must not contain '..'")
-    name = secure_filename(filename)
-    suffix = Path(name).suffix.lower()
-    if not name or name.startswith(".") or not Path(name).stem:
-        raise BadRequestError(f"file name {filename[:120]!r} is empty once made safe")
-    if suffix not in SUPPORTED_SUFFIXES:
+    shown = filename[:120]
+    stem, suffix = os.path.splitext(
+        unicodedata.normalize("NFC", re.sub(r"[/\\]", " ", filename)).strip())
+    stem, suffix = _keep(stem).strip("._"), _keep(suffix)
+    _check_reserved(filename, stem + suffix)
+    if not stem or not any(unicodedata.category(c)[0] in "LN" for c in stem):
+        raise BadRequestError(
+            f"file name {shown!r} has no letters or digits before its extension once "
+            "punctuation and symbols are removed: rename the file")
+    if suffix.lower() not in SUPPORTED_SUFFIXES:
         raise UnsupportedMediaError(
             f"unsupported file type {suffix or '(none)'!r}; use {', '.join(SUPPORTED_SUFFIXES)}")
-    if len(name) > MAX_NAME_CHARS:
-        name = name[:MAX_NAME_CHARS - len(suffix)].rstrip("._-") + suffix
-    if name in IGNORED_NAMES or name.endswith(META_SUFFIX):
-        raise BadRequestError(f"{name!r} is reserved in the corpus directory")
+    if stem.casefold() in _DEVICE_NAMES:
+        stem = f"_{stem}"
+    while len(stem) + len(suffix) > MAX_NAME_CHARS or len(
+            (stem + suffix).encode()) > MAX_NAME_BYTES:
+        stem = stem[:-1]
+    name = stem.rstrip("._-") + suffix
+    _check_reserved(filename, name)
     return name
+
+
+def _keep(text: str) -> str:
+    """Letters, marks and digits of any script, ``.``, ``-`` and ``_``; whitespace runs as ``_``."""
+    return "".join(c for c in "_".join(text.split())
+                   if c in "._-" or unicodedata.category(c)[0] in "LMN")
+
+
+def _check_reserved(filename: str, name: str) -> None:
+    folded = name.casefold()
+    if folded in RESERVED_NAMES or folded.endswith(META_SUFFIX) or (
+            filename.lstrip().startswith(".")):
+        raise BadRequestError(f"{name or filename[:120]!r} is reserved in the corpus directory "
+                              "(README files, metadata sidecars and hidden files are not "
+                              "documents)")
 
 
 def save_upload(stream: IO[bytes], corpus_dir: Path, name: str, max_bytes: int,

@@ -31,7 +31,7 @@ from flask import (
 )
 from werkzeug.exceptions import HTTPException
 
-from qa import openapi
+from qa import openapi, ratelimit
 from qa.config import STATIC_DIR, TEMPLATES_DIR, Settings
 from qa.errors import (
     BadRequestError,
@@ -40,9 +40,10 @@ from qa.errors import (
     TooLargeError,
     UnauthorizedError,
     UnsupportedMediaError,
+    new_error_id,
+    public_message,
 )
 from qa.jobs import JobRegistry
-from qa.ratelimit import RateLimiter
 from qa.service import QAService
 from qa.uploads import clean_upload_name, save_upload
 
@@ -70,22 +71,12 @@ HTTP_CODES = {
 }
 
 
-class RateLimitedError(QAError):
-    code = "rate_limited"
-    http_status = 429
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
 @dataclass
 class WebState:
     """What the views need, kept in ``app.extensions["qa"]`` (no module globals)."""
 
     settings: Settings
     service: QAService
-    limiter: RateLimiter
     jobs: JobRegistry
     examples: tuple[str, ...] = EXAMPLES
 
@@ -107,8 +98,7 @@ def create_app(settings: Settings | None = None, service: QAService | None = Non
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + MULTIPART_OVERHEAD
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["qa"] = WebState(
-        settings=settings, service=service, limiter=RateLimiter(settings.rate_limit),
-        jobs=JobRegistry(settings.index_dir / "jobs"))
+        settings=settings, service=service, jobs=JobRegistry(settings.index_dir / "jobs"))
     try:
         service.load()
     except QAError as e:  # no or damaged index: the app still starts and /readyz says 503
@@ -117,20 +107,12 @@ def create_app(settings: Settings | None = None, service: QAService | None = Non
     app.register_blueprint(api)
     app.add_url_rule("/healthz", "healthz", healthz)
     app.add_url_rule("/readyz", "readyz", readyz)
-    app.before_request(_rate_limit)
+    ratelimit.install(app, settings)
     app.after_request(_security_headers)
     app.register_error_handler(QAError, _qa_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _internal_error)
     return app
-
-
-def _rate_limit() -> None:
-    if not request.path.startswith("/api/"):
-        return
-    wait = _state().limiter.acquire(request.remote_addr or "unknown")
-    if wait:
-        raise RateLimitedError(f"too many requests: retry in {wait} s", wait)
 
 
 def _security_headers(response: Response) -> Response:
@@ -144,9 +126,12 @@ def _wants_json() -> bool:
 
 
 def _error_response(status: int, code: str, message: str,
-                    headers: dict[str, str] | None = None) -> Any:
+                    headers: dict[str, str] | None = None, error_id: str | None = None) -> Any:
     if _wants_json():
-        response = jsonify(error={"code": code, "message": message})
+        error = {"code": code, "message": message}
+        if error_id is not None:
+            error["error_id"] = error_id
+        response = jsonify(error=error)
         response.status_code = status
     else:
         page = g.get("page")
@@ -162,26 +147,32 @@ def _error_response(status: int, code: str, message: str,
 
 def _qa_error(e: QAError) -> Any:
     headers = {}
-    if isinstance(e, RateLimitedError):
-        headers["Retry-After"] = str(e.retry_after)
-    elif isinstance(e, UnauthorizedError):
+    if isinstance(e, UnauthorizedError):
         headers["WWW-Authenticate"] = 'Bearer realm="qa-admin"'
-    if e.http_status >= 500:
-        log.error("%s: %s", e.code, e)
-    return _error_response(e.http_status, e.code, str(e), headers)
+    error_id = None
+    if e.http_status >= 500:  # the details (paths included) only in the log, under an id
+        error_id = new_error_id()
+        log.error("%s (error id %s): %s", e.code, error_id, e)
+    return _error_response(e.http_status, e.code, public_message(e, error_id or ""), headers,
+                           error_id)
 
 
 def _http_error(e: HTTPException) -> Any:
     if e.code is None or e.code < 400:  # routing redirects pass through
         return e
     headers = {k: v for k, v in e.get_headers() if k.lower() != "content-type"}
-    return _error_response(e.code, HTTP_CODES.get(e.code, "http_error"),
-                           e.description or e.name, headers)
+    message = e.description or e.name
+    if e.code == 429:  # Flask-Limiter's refusal; it adds Retry-After to the response
+        message = f"too many requests (at most {message} per client): retry later"
+    return _error_response(e.code, HTTP_CODES.get(e.code, "http_error"), message, headers)
 
 
 def _internal_error(e: Exception) -> Any:
-    log.exception("unhandled error on %s %s", request.method, request.path)
-    return _error_response(500, "internal_error", "internal server error")
+    error_id = new_error_id()
+    log.exception("unhandled error on %s %s (error id %s)", request.method, request.path,
+                  error_id)
+    return _error_response(500, "internal_error", public_message(e, error_id),
+                           error_id=error_id)
 
 
 # -- pure helpers for the templates ----------------------------------------------------------

@@ -18,7 +18,6 @@ from flask.testing import FlaskClient
 from jsonschema import Draft202012Validator
 
 from qa import openapi
-from qa.ratelimit import RateLimiter
 from qa.service import QAService
 from qa.web import (
     JSON_BODY_LIMIT,
@@ -308,22 +307,6 @@ def test_rate_limit_answers_429_with_retry_after(tiny_service: QAService) -> Non
     assert client.get("/documents").status_code == 200
     other = client.get("/api/v1/documents", environ_base={"REMOTE_ADDR": "10.0.0.2"})
     assert other.status_code == 200
-
-
-def test_rate_limiter_refills_and_is_bounded() -> None:
-    now = [0.0]
-    limiter = RateLimiter(60, max_clients=3, clock=lambda: now[0])
-    assert all(limiter.acquire("a") == 0 for _ in range(60))
-    assert limiter.acquire("a") == 1
-    now[0] += 1.0
-    assert limiter.acquire("a") == 0
-    for key in "bcdef":
-        limiter.acquire(key)
-    assert len(limiter) == 3
-    now[0] += 120
-    limiter.acquire("z")
-    assert len(limiter) == 1
-    assert RateLimiter(0).acquire("a") == 0
 
 
 # -- security headers and errors -----------------------------------------------------------------
