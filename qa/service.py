@@ -144,7 +144,7 @@ class QAService:
         started = time.perf_counter()
         text = self.clean_question(question)
         reader = self.reader()
-        hits, timings = self._retrieve(reader, text, k, doc_ids, mode)
+        hits, timings, _ = self._retrieve(reader, text, k, doc_ids, mode)
         timings["total"] = _ms(started)
         return {"question": text, "passages": [h.to_dict() for h in hits],
                 "index_version": reader.version, "timings_ms": timings}
@@ -165,9 +165,11 @@ class QAService:
                     self._cache.move_to_end(key)
         if cached is not None:
             return {**cached, "timings_ms": {"total": _ms(started), "cached": True}}
-        hits, timings = self._retrieve(reader, text, k, doc_ids, "hybrid")
+        hits, timings, qterms = self._retrieve(reader, text, k, doc_ids, "hybrid")
         t0 = time.perf_counter()
-        answer = compose_answer(reader, text, hits, threshold=self.settings.abstain_threshold,
+        threshold = self.settings.abstain_threshold
+        answer = compose_answer(reader, text, hits, qterms=qterms,
+                                threshold=None if threshold < 0 else threshold,
                                 max_sentences=self.settings.max_answer_sentences)
         timings["answer"] = _ms(t0)
         timings["total"] = _ms(started)
@@ -187,8 +189,8 @@ class QAService:
         return response
 
     def _retrieve(self, reader: store.IndexReader, text: str, k: int | None,
-                  doc_ids: Sequence[str] | None, mode: str) -> tuple[list[retrieval.Hit],
-                                                                     dict[str, Any]]:
+                  doc_ids: Sequence[str] | None, mode: str
+                  ) -> tuple[list[retrieval.Hit], dict[str, Any], evidence.QueryTerms]:
         if mode not in retrieval.MODES:
             raise ConfigError(f"unknown retrieval mode {mode!r}; choose from {retrieval.MODES}")
         filter_ids = self._clean_doc_ids(reader, doc_ids)
@@ -214,12 +216,12 @@ class QAService:
         weights = retrieval.Weights(dense=s.dense_weight, sentence=s.sentence_weight,
                                     lexical=s.lexical_weight, rrf_k=s.rrf_k,
                                     rerank=bool(s.rerank))
-        hits, _ = retrieval.search(reader, query, vector, k=k or s.top_k,
-                                   candidates=s.candidates, weights=weights, mode=mode,
-                                   doc_ids=filter_ids, late=late,
-                                   lexical_side=lexical.result())
+        hits, qterms = retrieval.search(reader, query, vector, k=k or s.top_k,
+                                        candidates=s.candidates, weights=weights, mode=mode,
+                                        doc_ids=filter_ids, late=late,
+                                        lexical_side=lexical.result())
         timings["retrieve"] = _ms(t1)
-        return hits, timings
+        return hits, timings, qterms
 
     # -- documents and status --------------------------------------------------------------
     def documents(self) -> list[dict[str, Any]]:
