@@ -78,10 +78,11 @@ class Answer:
 
 def compose_answer(reader: IndexReader, question: str, hits: Sequence[Hit], *,
                    qterms: QueryTerms | None = None, threshold: float | None = None,
-                   max_sentences: int = 2) -> Answer:
+                   max_sentences: int = 2, trace: dict[str, Any] | None = None) -> Answer:
     """Pick up to ``max_sentences`` sentences from ``hits`` and cite them, or abstain.
     ``qterms``: the question's weighted terms, as retrieval computed them; ``threshold``: the
-    confidence below which to abstain (None: the calibrator's operating point)."""
+    confidence below which to abstain (None: the calibrator's operating point); ``trace``:
+    filled with the candidates and feature matrices (for training)."""
     if not hits:
         return Answer("", True, "no passage in the index matches this question", 0.0)
     wanted = expected_answer_type(question)
@@ -100,17 +101,20 @@ def compose_answer(reader: IndexReader, question: str, hits: Sequence[Hit], *,
         return Answer("", True, "the retrieved passages contain no complete sentence", 0.0)
     passage_scores = [h.score for h in hits]
     selector = scoring.model("selector")
-    scores = selector.score(features.sentence_matrix(candidates, passages, passage_scores,
-                                                     wanted))
+    matrix = features.sentence_matrix(candidates, passages, passage_scores, wanted)
+    scores = selector.score(matrix)
     order = np.argsort(-scores, kind="stable")
     best = candidates[int(order[0])]
     qterms = qterms or evidence.query_terms(reader, question)
     n_chunks = int(reader.manifest.get("counts", {}).get("chunks", 0))
     missing = features.missing_from(question, hits[best.hit_index].text, qterms, n_chunks)
     calibrator = scoring.model("calibrator")
-    confidence = float(calibrator.probability(features.question_vector(
-        scores[order], passage_scores, best.evidence, missing, n_chunks, wanted,
-        len(qterms.weights))[None, :])[0])
+    vector = features.question_vector(question, scores[order], passage_scores, best.evidence,
+                                      missing, qterms, n_chunks, wanted)
+    confidence = float(calibrator.probability(vector[None, :])[0])
+    if trace is not None:
+        trace.update(candidates=candidates, sentence_matrix=matrix, question_vector=vector,
+                     missing=missing)
     cut = threshold if threshold is not None else (calibrator.threshold or 0.5)
     if confidence < cut:
         return Answer("", True, abstention_reason(missing, confidence, cut), confidence)

@@ -67,6 +67,10 @@ QUESTION_FEATURES = (
     "missing_number",       # 1 when a number or year of the question is not in its passage
     "missing_ordinal",      # the same for an ordinal ("fifth", "9th")
     "missing_name",         # the same for a name (a capitalised word not opening the question)
+    "sentence_missing_rare",  # largest IDF of a question term the chosen sentence lacks / log(chunks)
+    "sentence_missing_name",  # 1 when a name of the question is not in the chosen sentence
+    "sentence_missing_number",  # the same for a number or an ordinal
+    "negation_mismatch",    # 1 when the question says "not"/"never"/"no" and the sentence does not
     "type_expected",        # 1 when the question wants an answer type (date, quantity, name ...)
     "type_missing",         # 1 when it does and the chosen sentence has none
     "question_terms",       # log(1 + the question's content terms)
@@ -77,6 +81,7 @@ _ORDINAL = re.compile(r"\b(first|second|third|fourth|fifth|sixth|seventh|eighth|
                       r"eighteenth|nineteenth|twentieth|\d+(?:st|nd|rd|th))\b", re.IGNORECASE)
 _NUMBER = re.compile(r"\b\d[\d,.]*\b")
 _NAME = re.compile(r"(?<=[^\s.!?]\s)[A-Z][\w'’-]*")
+_NEGATION = re.compile(r"\b(not|never|no|none|neither|nor|without)\b|n't\b", re.IGNORECASE)
 
 
 def passage_matrix(pool: Sequence[int], *, dense: Mapping[int, float],
@@ -213,16 +218,20 @@ def missing_from(question: str, passage: str, qterms: QueryTerms, n_chunks: int)
     )
 
 
-def question_vector(sentence_scores: np.ndarray, passage_scores: Sequence[float],
-                    best: SentenceEvidence, missing: Missing, n_chunks: int,
-                    wanted: AnswerType | None, n_terms: int) -> np.ndarray:
+def question_vector(question: str, sentence_scores: np.ndarray, passage_scores: Sequence[float],
+                    best: SentenceEvidence, missing: Missing, qterms: QueryTerms,
+                    n_chunks: int, wanted: AnswerType | None) -> np.ndarray:
     """``QUESTION_FEATURES`` of a question whose chosen sentence is ``best``;
-    ``sentence_scores``: the selector's scores of all candidates, best first."""
+    ``sentence_scores``: the selector's scores of all candidates, best first; ``missing``:
+    what the chosen sentence's passage lacks (``missing_from``)."""
     best_score = float(sentence_scores[0])
     second = float(sentence_scores[1]) if len(sentence_scores) > 1 else best_score - 10.0
     top = float(passage_scores[0]) if passage_scores else 0.0
     runner_up = float(passage_scores[1]) if len(passage_scores) > 1 else top - 10.0
     type_present = wanted is not None and wanted.strength(best.text) > 0
+    in_sentence = term_set(best.text)
+    lowered = best.text.lower()
+    lacking = [w for t, w in qterms.weights.items() if t not in in_sentence]
     return np.array([
         best_score, best_score - second, top, top - runner_up,
         best.similarity, best.coverage, best.late, best.proximity,
@@ -232,7 +241,13 @@ def question_vector(sentence_scores: np.ndarray, passage_scores: Sequence[float]
         1.0 if missing.numbers else 0.0,
         1.0 if missing.ordinals else 0.0,
         1.0 if missing.names else 0.0,
+        max(lacking, default=0.0) / math.log(n_chunks + 2),
+        1.0 if any(m.group(0).lower() not in lowered for m in _NAME.finditer(question)
+                   if m.group(0).lower() not in terms.STOPWORDS) else 0.0,
+        1.0 if any(m.group(0).lower() not in lowered for pattern in (_NUMBER, _ORDINAL)
+                   for m in pattern.finditer(question)) else 0.0,
+        1.0 if _NEGATION.search(question) and not _NEGATION.search(best.text) else 0.0,
         1.0 if wanted is not None else 0.0,
         1.0 if wanted is not None and not type_present else 0.0,
-        math.log1p(n_terms),
+        math.log1p(len(qterms.weights)),
     ], dtype=np.float64)

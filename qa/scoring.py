@@ -1,7 +1,7 @@
 """Fitted scoring models: loaded from small JSON files in ``qa/models/``, evaluated with numpy.
 
-Each file records the model's kind (a linear model: logistic regression on standardized
-features), the names of the features it reads (from ``qa.features``), its coefficients, and how
+Each file records the model's kind (a linear model: logistic regression, or a listwise
+ranker), the names of the features it reads (from ``qa.features``), its coefficients, and how
 it was made: the training data, the seed, the date and its cross-validated metrics. ``bench/
 train.py`` writes them; nothing here fits anything. A model reads its columns by name, so a
 feature matrix with more columns, or columns in another order, is scored correctly, and a model
@@ -22,6 +22,9 @@ from qa import features
 from qa.errors import ModelError
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
+# "logistic": the score is a log-odds (a probability through the sigmoid); "listwise": a ranker
+# whose scores compare candidates of one question (a softmax over them), not across questions.
+KINDS = ("logistic", "listwise")
 FEATURE_SETS = {
     "reranker": features.PASSAGE_FEATURES,
     "selector": features.SENTENCE_FEATURES,
@@ -56,7 +59,7 @@ def from_dict(doc: dict[str, Any], known: tuple[str, ...]) -> LinearModel:
     matrix-column order."""
     try:
         name = str(doc["name"])
-        if doc["kind"] != "logistic":
+        if doc["kind"] not in KINDS:
             raise ModelError(f"model {name}: unknown kind {doc['kind']!r}")
         names = tuple(str(f) for f in doc["features"])
         coef = np.asarray(doc["coef"], dtype=np.float64)
@@ -86,9 +89,29 @@ def load_model(path: Path, known: tuple[str, ...]) -> LinearModel:
     return from_dict(doc, known)
 
 
-@cache
+_installed: dict[str, LinearModel] = {}
+
+
 def model(name: str) -> LinearModel:
-    """The packaged model ``name`` (reranker, selector or calibrator), loaded once."""
+    """The model ``name`` (reranker, selector or calibrator): the one ``install``ed, else the
+    packaged one (loaded once)."""
+    return _installed.get(name) or _packaged(name)
+
+
+@cache
+def _packaged(name: str) -> LinearModel:
     if name not in FEATURE_SETS:
         raise ModelError(f"no scoring model named {name!r}")
     return load_model(MODELS_DIR / f"{name}.json", FEATURE_SETS[name])
+
+
+def install(name: str, doc: dict[str, Any] | None) -> None:
+    """Score with the model of JSON document ``doc`` in this process instead of the packaged
+    one (None: back to the packaged one). Training uses it to fit one model on the output of
+    the models fitted before it."""
+    if doc is None:
+        _installed.pop(name, None)
+        return
+    if name not in FEATURE_SETS:
+        raise ModelError(f"no scoring model named {name!r}")
+    _installed[name] = from_dict(doc, FEATURE_SETS[name])

@@ -46,10 +46,9 @@ def test_pool_keeps_the_top_of_every_retriever() -> None:
 class _Text:
     """The one store method answer composition reads: the stored slice it cites."""
 
-    manifest = {"counts": {"chunks": 10}}
-
     def __init__(self, text: str) -> None:
         self.text = text
+        self.manifest = {"counts": {"chunks": 10}}
 
     def text_slice(self, doc_id: str, start: int, end: int) -> str:
         return self.text[start:end]
