@@ -107,7 +107,10 @@ def compose_answer(reader: IndexReader, question: str, hits: Sequence[Hit], *,
     best = candidates[int(order[0])]
     qterms = qterms or evidence.query_terms(reader, question)
     n_chunks = int(reader.manifest.get("counts", {}).get("chunks", 0))
-    missing = features.missing_from(question, hits[best.hit_index].text, qterms, n_chunks)
+    passage = hits[best.hit_index]
+    stored = [s.terms for s in passage.evidence]
+    missing = features.missing_from(question, passage.text, qterms, n_chunks,
+                                    set(" ".join(stored).split()) if all(stored) else None)
     calibrator = scoring.model("calibrator")
     vector = features.question_vector(question, scores[order], passage_scores, best.evidence,
                                       missing, qterms, n_chunks, wanted)

@@ -95,10 +95,10 @@ def passage_matrix(pool: Sequence[int], *, dense: Mapping[int, float],
     top_fused = max((fused.get(r, 0.0) for r in pool), default=0.0)
     late = late or {}
     sentence_late = sentence_late or {}
-    out = np.zeros((len(pool), len(PASSAGE_FEATURES)), dtype=np.float64)
-    for n, rowid in enumerate(pool):
+    rows = []
+    for rowid in pool:
         sentences = found.get(rowid, ())
-        out[n] = (
+        rows.append((
             dense.get(rowid, 0.0),
             max((s.similarity for s in sentences), default=0.0),
             lexical.get(rowid, 0.0) / top_bm25 if top_bm25 > 0 else 0.0,
@@ -109,8 +109,8 @@ def passage_matrix(pool: Sequence[int], *, dense: Mapping[int, float],
             late.get(rowid, 0.0),
             max((sentence_late.get(s.sentence_id, 0.0) for s in sentences), default=0.0),
             fused.get(rowid, 0.0) / top_fused if top_fused > 0 else 0.0,
-        )
-    return out
+        ))
+    return np.array(rows, dtype=np.float64).reshape(len(pool), len(PASSAGE_FEATURES))
 
 
 def typed_relevance(sentences: Sequence[SentenceEvidence], wanted: AnswerType) -> float:
@@ -140,18 +140,18 @@ def sentence_matrix(candidates: Sequence[Candidate],
                     wanted: AnswerType | None = None) -> np.ndarray:
     """``SENTENCE_FEATURES`` of each candidate. ``passages``: every sentence of each hit in text
     order (neighbours are looked up there); ``passage_scores``: each hit's rerank score."""
-    out = np.zeros((len(candidates), len(SENTENCE_FEATURES)), dtype=np.float64)
     if not candidates:
-        return out
+        return np.zeros((0, len(SENTENCE_FEATURES)), dtype=np.float64)
     places = [{s.sentence_id: i for i, s in enumerate(sentences)} for sentences in passages]
     best_passage = passage_scores[0] if passage_scores else 0.0
-    for n, cand in enumerate(candidates):
+    rows = []
+    for cand in candidates:
         ev = cand.evidence
         sentences = passages[cand.hit_index]
         i = places[cand.hit_index].get(ev.sentence_id, 0)
         before = sentences[i - 1] if i > 0 else None
         after = sentences[i + 1] if i + 1 < len(sentences) else None
-        out[n] = (
+        rows.append((
             ev.similarity, ev.coverage, ev.late, ev.proximity,
             wanted.strength(ev.text) if wanted is not None else 0.0,
             passage_scores[cand.hit_index] - best_passage,
@@ -163,7 +163,8 @@ def sentence_matrix(candidates: Sequence[Candidate],
             after.coverage if after else 0.0, after.similarity if after else 0.0,
             0.0, 0.0,
             math.log1p(len(ev.text.split())),
-        )
+        ))
+    out = np.array(rows, dtype=np.float64)
     gap = SENTENCE_FEATURES.index("similarity_gap")
     out[:, gap] = out[:, 0] - out[:, 0].max()
     out[:, gap + 1] = out[:, 1] - out[:, 1].max()
@@ -184,13 +185,17 @@ class Missing:
 
     def words(self) -> tuple[str, ...]:
         """The missing words worth naming in an abstention's reason, most telling first."""
-        return tuple(dict.fromkeys((*self.unknown, *self.ordinals, *self.numbers, *self.names,
-                                    *self.terms)))
+        seen: dict[str, str] = {}
+        for word in (*self.unknown, *self.ordinals, *self.numbers, *self.names, *self.terms):
+            seen.setdefault(word.lower(), word)
+        return tuple(seen.values())
 
 
-def missing_from(question: str, passage: str, qterms: QueryTerms, n_chunks: int) -> Missing:
-    """The question's terms (by IDF), numbers, ordinals and names that ``passage`` lacks."""
-    have = term_set(passage)
+def missing_from(question: str, passage: str, qterms: QueryTerms, n_chunks: int,
+                 present: set[str] | None = None) -> Missing:
+    """The question's terms (by IDF), numbers, ordinals and names that ``passage`` lacks.
+    ``present``: the passage's stemmed terms, when known (else ``passage`` is tokenized)."""
+    have = term_set(passage) if present is None else present
     lowered = passage.lower()
     words: dict[str, str] = {}
     for token in terms.tokens(question):
@@ -229,7 +234,7 @@ def question_vector(question: str, sentence_scores: np.ndarray, passage_scores: 
     top = float(passage_scores[0]) if passage_scores else 0.0
     runner_up = float(passage_scores[1]) if len(passage_scores) > 1 else top - 10.0
     type_present = wanted is not None and wanted.strength(best.text) > 0
-    in_sentence = term_set(best.text)
+    in_sentence = set(best.terms.split()) if best.terms else term_set(best.text)
     lowered = best.text.lower()
     lacking = [w for t, w in qterms.weights.items() if t not in in_sentence]
     return np.array([

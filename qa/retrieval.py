@@ -9,6 +9,8 @@ vectors, IDF-weighted: a soft, context-aware term match), of the passage and of 
 sentence, and the share of the question's word pairs its best sentence holds as pairs too (a
 loose phrase match). Either form of an acronym counts in BM25, coverage and late interaction;
 the author a question names is scored on the documents' metadata, not matched in passages.
+The signals are the named columns of ``features.passage_matrix``; the fitted reranker of
+``qa.scoring`` combines them (no weight lives here).
 Overlapping chunks of one region are returned once. Reads the index only through
 ``store.IndexReader``.
 """

@@ -91,6 +91,7 @@ def test_missing_names_what_the_passage_lacks() -> None:
     assert missing.terms[0] == "fifth"  # rarest first
     assert set(missing.terms) == {"fifth", "nazarbayev"}  # "where", "held" ... are there or stopwords
     assert missing.words()[0] == "fifth"
+    assert [w.lower() for w in missing.words()].count("nazarbayev") == 1  # a name and a term
     assert 0 < missing.coverage < 1
 
 
