@@ -1,9 +1,14 @@
-"""SQuAD 2.0 dev benchmark: hybrid vs dense-only vs BM25-only retrieval, and answer accuracy.
+"""SQuAD 2.0 dev benchmark: hybrid vs dense-only vs BM25-only retrieval, answers, abstention.
 
-Every paragraph of the dev split becomes one document; a fixed sample of answerable questions
-(seed 0) is asked through the same QAService the product uses. A hit is a passage from the gold
+Every paragraph of the dev split becomes one document. The questions asked are those of the five
+articles the scoring models are never fitted or tuned on (``HELD_OUT``; bench/train.py fits on
+the others), through the same QAService the product uses. A hit is a passage from the gold
 paragraph. Answer accuracy: the answer text contains a gold answer (case-insensitive) and the
-service did not abstain. The data file is read by path and never copied into the project.
+service did not abstain. Selective answering: the accuracy of the answered questions at
+100/90/80/70% coverage by confidence and the area under the risk-coverage curve, over answerable
+and unanswerable questions together (answering an unanswerable one is an error), and the
+calibration error of the confidence. The data file is read by path and never copied into the
+project.
 
     python bench/squad.py --data ../shared/bench/squad-v2.0-dev.json
 """
@@ -23,11 +28,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from qa.config import Settings
+from qa.evaluation import calibration_error, risk_coverage, unconditional_service
 from qa.indexing import build_index
 from qa.service import QAService
 
 PROJECT = Path(__file__).resolve().parent.parent
 MODES = ("hybrid", "dense", "lexical")
+# Never trained or tuned on (bench/train.py refuses them).
+HELD_OUT = ("Normans", "Steam_engine", "Harvard_University", "Immune_system",
+            "French_and_Indian_War")
 
 
 def load_squad(path: Path) -> tuple[dict[str, tuple[str, str]], list[dict[str, Any]]]:
@@ -44,7 +53,7 @@ def load_squad(path: Path) -> tuple[dict[str, tuple[str, str]], list[dict[str, A
                 questions.append({
                     "id": qa["id"], "question": qa["question"], "doc": doc_id,
                     "answers": [x["text"] for x in qa["answers"]],
-                    "impossible": bool(qa.get("is_impossible")),
+                    "impossible": bool(qa.get("is_impossible")), "article": article["title"],
                 })
     return docs, questions
 
@@ -83,14 +92,38 @@ def retrieval_metrics(service: QAService, asked: list[dict[str, Any]], mode: str
 
 
 def answer_metrics(service: QAService, asked: list[dict[str, Any]]) -> dict[str, float]:
-    correct = abstained = 0
+    """Answers to answerable and unanswerable questions; the selective-answering figures rank
+    every question by confidence, whether or not it was abstained on, and count an answer as
+    right when it holds a gold answer (never for an unanswerable question)."""
+    unconditional = unconditional_service(service)
+    rows = []
     for q in asked:
         answer = service.ask(q["question"], use_cache=False)["answer"]
-        abstained += answer["abstained"]
-        text = answer["text"].lower()
-        correct += (not answer["abstained"]) and any(a.lower() in text for a in q["answers"])
-    n = len(asked)
-    return {"answer_accuracy": correct / n, "abstained": abstained / n}
+        right = (not q["impossible"] and not answer["abstained"]
+                 and holds(answer["text"], q["answers"]))
+        # Selective answering judges the answer the service would give if it never abstained.
+        would = unconditional.ask(q["question"], use_cache=False)["answer"]
+        would_right = not q["impossible"] and holds(would["text"], q["answers"])
+        rows.append((q["impossible"], answer["abstained"], right, answer["confidence"],
+                     would_right))
+    answerable = [r for r in rows if not r[0]]
+    unanswerable = [r for r in rows if r[0]]
+
+    def share(items: list[tuple[bool, bool, bool, float, bool]], i: int) -> float:
+        return sum(r[i] for r in items) / len(items) if items else 0.0
+
+    answered = [r for r in rows if not r[1]]
+    confidence, would = [r[3] for r in rows], [r[4] for r in rows]
+    return {"answer_accuracy": share(answerable, 2), "abstained": share(answerable, 1),
+            "unanswerable_abstained": share(unanswerable, 1),
+            "answered_right": share(answered, 2),
+            **risk_coverage(confidence, would), "ece": calibration_error(confidence, would),
+            "answerable": len(answerable), "unanswerable": len(unanswerable)}
+
+
+def holds(text: str, answers: list[str]) -> bool:
+    lowered = text.lower()
+    return any(a.lower() in lowered for a in answers)
 
 
 def machine() -> str:
@@ -104,10 +137,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=PROJECT.parent / "shared" / "bench" /
                         "squad-v2.0-dev.json", help="SQuAD 2.0 dev JSON (read, never copied)")
-    parser.add_argument("--sample", type=int, default=500, help="answerable questions asked")
-    parser.add_argument("--unanswerable", type=int, default=200,
-                        help="unanswerable questions asked (abstention rate)")
+    parser.add_argument("--sample", type=int, default=0,
+                        help="answerable questions asked (0: all of the held-out articles)")
+    parser.add_argument("--unanswerable", type=int, default=0,
+                        help="unanswerable questions asked (0: all of the held-out articles)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--all-articles", action="store_true",
+                        help="sample from every article, the models' training articles too "
+                             "(the figures before 2026-12-02)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/qa-bench-squad"),
                         help="corpus and index for the benchmark (reused between runs)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
@@ -122,15 +159,20 @@ def main() -> None:
     print(f"index: {build.documents} paragraphs, {build.chunks} chunks, {build.embedded} embedded "
           f"in {time.perf_counter() - started:.1f}s (version {build.version})")
     service = QAService(settings).load()
-    answerable = sample(questions, args.sample, args.seed, impossible=False)
-    unanswerable = sample(questions, args.unanswerable, args.seed, impossible=True)
+    if not args.all_articles:
+        questions = [q for q in questions if q["article"] in HELD_OUT]
+    answerable = sample(questions, args.sample or len(questions), args.seed, impossible=False)
+    unanswerable = sample(questions, args.unanswerable or len(questions), args.seed,
+                          impossible=True)
 
     rows = {mode: retrieval_metrics(service, answerable, mode) for mode in MODES}
-    answers = answer_metrics(service, answerable)
-    refusals = answer_metrics(service, unanswerable)["abstained"] if unanswerable else 0.0
+    answers = answer_metrics(service, answerable + unanswerable)
+    refusals = answers["unanswerable_abstained"]
 
-    print(f"\nSQuAD 2.0 dev: {len(docs)} paragraphs, {len(answerable)} answerable questions "
-          f"(seed {args.seed}); {machine()}; {time.strftime('%Y-%m-%d')}\n")
+    asked = "every article" if args.all_articles else f"the held-out articles ({', '.join(HELD_OUT)})"
+    print(f"\nSQuAD 2.0 dev: {len(docs)} paragraphs indexed; {len(answerable)} answerable and "
+          f"{len(unanswerable)} unanswerable questions of {asked} (seed {args.seed}); "
+          f"{machine()}; {time.strftime('%Y-%m-%d')}\n")
     print("| retriever | hit@1 | hit@5 | hit@10 | MRR@10 | search p50 ms |")
     print("|---|---|---|---|---|---|")
     for mode, m in rows.items():
@@ -138,7 +180,13 @@ def main() -> None:
               f"{m['mrr@10']:.3f} | {m['p50_ms']:.1f} |")
     print(f"\nanswer accuracy (hybrid, top answer contains a gold answer): "
           f"{answers['answer_accuracy']:.3f}; abstained on answerable: {answers['abstained']:.3f}; "
+          f"answers given that are right: {answers['answered_right']:.3f}; "
           f"abstained on {len(unanswerable)} unanswerable: {refusals:.3f}")
+    total = len(answerable) + len(unanswerable)
+    print(f"selective answering over all {total} questions (answering an unanswerable one is "
+          "an error): " + "; ".join(f"{k} {answers[k]:.3f}" for k in
+                      ("accuracy@100%", "accuracy@90%", "accuracy@80%", "accuracy@70%", "aurc",
+                       "ece")))
     wins = all(rows["hybrid"][m] > max(rows["dense"][m], rows["lexical"][m])
                for m in ("hit@1", "hit@5"))
     print(f"hybrid beats dense-only and BM25-only on hit@1 and hit@5: {'yes' if wins else 'NO'}")

@@ -1,10 +1,12 @@
 """Extractive answers: the best sentences of the retrieved passages, cited to exact offsets.
 
-Owns sentence scoring (embedding similarity from vectors computed at index time, IDF-weighted term
-coverage, passage rank, expected answer type, late interaction), the abstention decision and the
-answer record.
-Every cited sentence is checked to be exactly the stored slice of its document before the answer
-leaves this module.
+Owns answer selection and the abstention decision, both made by fitted models (``qa.scoring``)
+on named features (``qa.features``): the answer-sentence selector scores every candidate
+sentence; the calibrator turns the question-level features of the chosen one into the probability
+that the answer is right, the ``confidence``. Below the operating point the service abstains and
+says what of the question the nearest passages lack. Also owns the answer record. Every cited
+sentence is checked to be exactly the stored slice of its document before the answer leaves this
+module.
 """
 
 from __future__ import annotations
@@ -13,20 +15,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
+from qa import evidence, features, scoring
 from qa.answertype import expected_answer_type
 from qa.errors import CitationMismatchError
-from qa.evidence import SentenceEvidence
+from qa.evidence import QueryTerms, SentenceEvidence
+from qa.features import Candidate, Missing
 from qa.retrieval import Hit
 from qa.store import IndexReader
 
-SIMILARITY_WEIGHT = 0.5
-COVERAGE_WEIGHT = 0.5
-RANK_WEIGHT = 0.1
-ANSWER_TYPE_WEIGHT = 0.15
-# Late interaction of the sentence's own word pieces with the question's; chosen on a separate
-# SQuAD sample (seed 1, 300 questions) like the reranker's weight.
-LATE_INTERACTION_WEIGHT = 1.0
-SECOND_SENTENCE_RATIO = 0.85
 MIN_SENTENCE_WORDS = 4
 # A sentence ends in terminal punctuation, possibly followed by closing quotes or brackets; a
 # "sentence" that does not (a title, a heading, a table cell, a line cut by extraction) is no answer.
@@ -79,41 +77,70 @@ class Answer:
 
 
 def compose_answer(reader: IndexReader, question: str, hits: Sequence[Hit], *,
-                   threshold: float, max_sentences: int = 2) -> Answer:
-    """Pick up to ``max_sentences`` sentences from ``hits`` and cite them, or abstain."""
+                   qterms: QueryTerms | None = None, threshold: float | None = None,
+                   max_sentences: int = 2, trace: dict[str, Any] | None = None) -> Answer:
+    """Pick up to ``max_sentences`` sentences from ``hits`` and cite them, or abstain.
+    ``qterms``: the question's weighted terms, as retrieval computed them; ``threshold``: the
+    confidence below which to abstain (None: the calibrator's operating point); ``trace``:
+    filled with the candidates and feature matrices (for training)."""
     if not hits:
         return Answer("", True, "no passage in the index matches this question", 0.0)
     wanted = expected_answer_type(question)
-    scored: list[tuple[float, int, SentenceEvidence]] = []
+    candidates: list[Candidate] = []
+    passages: list[list[SentenceEvidence]] = []
     seen: set[int] = set()
-    confidence = 0.0
     for n, hit in enumerate(hits):
-        for ev in hit.evidence:
+        ordered = sorted(hit.evidence, key=lambda s: s.start)
+        passages.append(ordered)
+        for ev in ordered:
             if ev.sentence_id in seen or not is_answer_candidate(ev.text):
                 continue
             seen.add(ev.sentence_id)
-            relevance = SIMILARITY_WEIGHT * ev.similarity + COVERAGE_WEIGHT * ev.coverage
-            confidence = max(confidence, relevance)
-            score = relevance + RANK_WEIGHT / (1 + n) + LATE_INTERACTION_WEIGHT * ev.late
-            if wanted is not None:
-                score += ANSWER_TYPE_WEIGHT * wanted.strength(ev.text)
-            scored.append((score, n, ev))
-    if not scored:
+            candidates.append(Candidate(n, ev))
+    if not candidates:
         return Answer("", True, "the retrieved passages contain no complete sentence", 0.0)
-    scored.sort(key=lambda x: -x[0])
-    # Confidence is how well the best sentence matches the question in meaning and terms. The
-    # rank and answer-type bonuses choose between sentences but are no evidence of relevance:
-    # an off-topic "who" question still finds sentences with names in them.
-    if confidence < threshold:
-        return Answer("", True, (
-            f"the documents do not seem to answer this (confidence {confidence:.2f} "
-            f"below {threshold:.2f}); the nearest passages are listed"), confidence)
-    chosen = [scored[0]]
-    for item in scored[1:]:
-        if len(chosen) >= max_sentences or item[0] < SECOND_SENTENCE_RATIO * scored[0][0]:
+    passage_scores = [h.score for h in hits]
+    selector = scoring.model("selector")
+    matrix = features.sentence_matrix(candidates, passages, passage_scores, wanted)
+    scores = selector.score(matrix)
+    order = np.argsort(-scores, kind="stable")
+    best = candidates[int(order[0])]
+    qterms = qterms or evidence.query_terms(reader, question)
+    n_chunks = int(reader.manifest.get("counts", {}).get("chunks", 0))
+    passage = hits[best.hit_index]
+    stored = [s.terms for s in passage.evidence]
+    missing = features.missing_from(question, passage.text, qterms, n_chunks,
+                                    set(" ".join(stored).split()) if all(stored) else None)
+    calibrator = scoring.model("calibrator")
+    vector = features.question_vector(question, scores[order], passage_scores, best.evidence,
+                                      missing, qterms, n_chunks, wanted)
+    confidence = float(calibrator.probability(vector[None, :])[0])
+    if trace is not None:
+        trace.update(candidates=candidates, sentence_matrix=matrix, question_vector=vector,
+                     missing=missing)
+    cut = threshold if threshold is not None else (calibrator.threshold or 0.5)
+    if confidence < cut:
+        return Answer("", True, abstention_reason(missing, confidence, cut), confidence)
+    margin = float(selector.meta.get("second_sentence_margin", 0.0))
+    chosen = [(float(scores[order[0]]), best)]
+    for i in order[1:max_sentences]:
+        if scores[order[0]] - scores[i] > margin:
             break
-        chosen.append(item)
+        chosen.append((float(scores[i]), candidates[int(i)]))
     return _cite(reader, hits, chosen, confidence)
+
+
+def abstention_reason(missing: Missing, confidence: float, cut: float) -> str:
+    """Why the service does not answer, naming what of the question the documents lack."""
+    quoted = ", ".join(f"“{w}”" for w in missing.words()[:3])
+    if missing.unknown:
+        said = f"the documents mention {quoted} nowhere"
+    elif quoted:
+        said = f"the nearest passages do not mention {quoted}"
+    else:
+        said = "the nearest passages do not seem to answer it"
+    return (f"{said} (confidence {confidence:.2f}, below {cut:.2f}); the nearest passages are "
+            "listed")
 
 
 def is_answer_candidate(sentence: str) -> bool:
@@ -129,11 +156,12 @@ def is_answer_candidate(sentence: str) -> bool:
 
 
 def _cite(reader: IndexReader, hits: Sequence[Hit],
-          chosen: list[tuple[float, int, SentenceEvidence]], confidence: float) -> Answer:
+          chosen: list[tuple[float, Candidate]], confidence: float) -> Answer:
     numbers: dict[int, int] = {}
     citations: list[Citation] = []
     sentences: list[AnswerSentence] = []
-    for score, hit_index, cand in chosen:
+    for score, candidate in chosen:
+        hit_index, cand = candidate.hit_index, candidate.evidence
         hit = hits[hit_index]
         if hit_index not in numbers:
             numbers[hit_index] = len(numbers) + 1

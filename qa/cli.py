@@ -209,16 +209,19 @@ def ask_cmd(question: str, doc_ids: tuple[str, ...], as_json: bool, **overrides:
               help="Gold questions (JSONL) [default: the bundled CICA gold set].")
 @click.option("--mode", type=click.Choice(["hybrid", "dense", "lexical"]), default="hybrid",
               show_default=True, help="Retriever whose ranks are measured (answers use hybrid).")
+@click.option("--split", type=click.Choice(["all", "tuning", "held_out"]), default="all",
+              show_default=True, help="Half of the gold set asked (quality is judged on held_out).")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics and per-question rows.")
 @_settings_options("eval")
-def eval_cmd(gold: Path | None, mode: str, as_json: bool, **overrides: Any) -> None:
+def eval_cmd(gold: Path | None, mode: str, split: str, as_json: bool, **overrides: Any) -> None:
     """Measure retrieval, answers and abstention on a gold set. Example: qa eval --json"""
     from qa.evaluation import DEFAULT_GOLD, evaluate, load_gold
     from qa.service import QAService
 
     settings = _settings(**overrides)
     service = QAService(settings).load()
-    report = evaluate(service, load_gold(gold or DEFAULT_GOLD), mode=mode)
+    questions = [q for q in load_gold(gold or DEFAULT_GOLD) if split in ("all", q.split)]
+    report = evaluate(service, questions, mode=mode)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return

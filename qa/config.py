@@ -102,12 +102,13 @@ class Settings:
     rrf_k: int = field(
         default=60, metadata={"help": "Reciprocal rank fusion constant.", "min": 1, "max": 1000}
     )
-    # Calibrated on the gold set: midway between the most confident off-topic question (0.261)
-    # and the least confident answerable one (0.274), rounded; see bench/RESULTS.md.
+    # The confidence is the calibrator's probability that the answer is right (qa/scoring.py);
+    # its operating point was chosen on training data and is stored with the model.
     abstain_threshold: float = field(
-        default=0.27,
-        metadata={"help": "Answer confidence below which the service abstains.", "min": 0.0,
-                  "max": 1.0},
+        default=-1.0,
+        metadata={"help": "Answer confidence (probability of being right) below which the service "
+                          "abstains; -1: the operating point stored with the fitted calibrator.",
+                  "min": -1.0, "max": 1.0},
     )
     max_answer_sentences: int = field(
         default=2, metadata={"help": "Sentences in an answer.", "min": 1, "max": 3}

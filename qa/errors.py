@@ -93,6 +93,14 @@ class CitationMismatchError(QAError):
 
 
 # Errors of the HTTP edge: the same hierarchy, so one handler translates every error.
+class ModelError(QAError):
+    """A packaged scoring model is missing, malformed or reads a feature the code lacks."""
+
+    code = "model_error"
+    http_status = 500
+    exit_status = 2
+
+
 class BadRequestError(QAError):
     code = "bad_request"
     http_status = 400

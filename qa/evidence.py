@@ -248,6 +248,7 @@ class SentenceEvidence(NamedTuple):
     coverage: float
     late: float = 0.0  # late interaction with the question, for the sentences of returned hits
     proximity: float = 0.0  # share of the question's word pairs it holds as pairs too
+    terms: str = ""  # its stored term sequence (terms.term_sequence), for what it lacks
 
 
 def gather(reader: IndexReader, rows: dict[int, dict[str, Any]], query_vector: np.ndarray,
@@ -269,5 +270,5 @@ def gather(reader: IndexReader, rows: dict[int, dict[str, Any]], query_vector: n
         coverage, proximity = scores(sentence_terms)
         out.setdefault(chunk, []).append(SentenceEvidence(
             chunk, sid, start, end, row["text"][start - offset:end - offset], sim, coverage,
-            0.0, proximity))
+            0.0, proximity, sentence_terms))
     return out

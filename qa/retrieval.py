@@ -9,57 +9,29 @@ vectors, IDF-weighted: a soft, context-aware term match), of the passage and of 
 sentence, and the share of the question's word pairs its best sentence holds as pairs too (a
 loose phrase match). Either form of an acronym counts in BM25, coverage and late interaction;
 the author a question names is scored on the documents' metadata, not matched in passages.
+The signals are the named columns of ``features.passage_matrix``; the fitted reranker of
+``qa.scoring`` combines them (no weight lives here).
 Overlapping chunks of one region are returned once. Reads the index only through
 ``store.IndexReader``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from qa import evidence, terms
+from qa import evidence, features, scoring, terms
 from qa.acronyms import alias_spans, aliases
-from qa.answertype import AnswerType, expected_answer_type
+from qa.answertype import expected_answer_type
 from qa.attribution import AuthorTable, name_spans, named_documents
 from qa.evidence import LateQuery, QueryTerms, SentenceEvidence
 from qa.store import IndexReader
 
 MODES = ("hybrid", "dense", "lexical")  # "dense": chunk and sentence vectors, no BM25
 
-# Stage-two weights. Every feature lies in about [0, 1]; they were chosen on a SQuAD sample and
-# checked on the project's gold set, and are deliberately round numbers.
-W_CHUNK_SIMILARITY = 0.5
-W_SENTENCE_SIMILARITY = 1.0
-W_BM25 = 0.5
-W_SENTENCE_COVERAGE = 0.5
-# A passage with a sentence of the expected answer type ("how many" -> a quantity, "when" -> a
-# date, "who" -> a name) gains this much times that sentence's relevance.
-W_ANSWER_TYPE = 0.2
-# A passage of a document whose author the question names ("according to Chen") gains this much:
-# enough to put that author's passage first among passages of similar evidence, not to lift an
-# unrelated passage of theirs over a clearly better one elsewhere. The attribution is scored here
-# only: the name's word pieces are left out of late interaction, where they would match every
-# passage that cites the author. Gold hit rates are the same from 0.3 to 1.0.
-W_NAMED_AUTHOR = 0.75
-# Late interaction (IDF-weighted mean of each question piece's best cosine in the passage, about
-# 0.3-0.9) times this. Chosen on a separate SQuAD sample (seed 1, 300 questions) and checked on
-# the gold set and the seed-0 SQuAD sample (see bench/RESULTS.md).
-W_LATE_INTERACTION = 4.0
-# Late interaction of the passage's best sentence, times this: evidence gathered in one sentence
-# says more than the same pieces scattered over a passage. Checked on the SQuAD sample of
-# W_LATE_INTERACTION (neutral there: one question better at hit@5, one worse at hit@1), where
-# paragraphs are single passages; it matters for the long, many-topic passages of reports.
-W_SENTENCE_LATE = 1.0
-# The passage's best sentence's share of the question's word pairs (terms.term_pairs), times this:
-# words that stand together in the question and in the sentence are stronger evidence than the
-# same words apart (a loose phrase match, as in sequential-dependence models). On the SQuAD
-# sample of W_LATE_INTERACTION: hit@1 0.920 -> 0.923, the rest unchanged; 1.0 is worse on the
-# gold set's hit@1 than 0.5.
-W_PROXIMITY = 0.5
 EXPAND_DENSE = False
 # Stage two reranks the best POOL_SIZE by fused rank (at least 2k) and every retriever's top
 # POOL_PER_RETRIEVER (see _pool): 32 passages on average over the gold questions. The fused top
@@ -154,10 +126,12 @@ def prepare_lexical(reader: IndexReader, query: Query, *, candidates: int = 50,
 def search(reader: IndexReader, query: Query, query_vector: np.ndarray, *, k: int,
            candidates: int = 50, weights: Weights | None = None, mode: str = "hybrid",
            doc_ids: Sequence[str] | None = None, late: LateQuery | None = None,
-           lexical_side: LexicalSide | None = None) -> tuple[list[Hit], QueryTerms]:
+           lexical_side: LexicalSide | None = None,
+           trace: dict[str, Any] | None = None) -> tuple[list[Hit], QueryTerms]:
     """The top ``k`` passages for ``query``, best first, no two covering the same region.
     ``late``: the question's word pieces, for the reranker's late-interaction term.
-    ``lexical_side``: ``prepare_lexical`` of the same arguments, when already done."""
+    ``lexical_side``: ``prepare_lexical`` of the same arguments, when already done.
+    ``trace``: filled with the reranking pool, its rows and feature matrix (for training)."""
     w = weights or Weights()
     side = lexical_side or prepare_lexical(reader, query, candidates=candidates, mode=mode,
                                            doc_ids=doc_ids)
@@ -190,9 +164,13 @@ def search(reader: IndexReader, query: Query, query_vector: np.ndarray, *, k: in
     if w.rerank and mode == "hybrid":
         named = {r for r, row in rows.items() if row["doc_id"] in query.named_docs}
         late_score, per_sentence = _late_interaction(reader, late, pool, rows, found)
-        scores = _rerank(pool, dense_score, lexical_score, found,
-                         expected_answer_type(query.question), named, late_score,
-                         per_sentence)
+        matrix = features.passage_matrix(
+            pool, dense=dense_score, lexical=lexical_score, fused=fused, found=found,
+            wanted=expected_answer_type(query.question), named=named, late=late_score,
+            sentence_late=per_sentence)
+        scores = dict(zip(pool, scoring.model("reranker").score(matrix).tolist(), strict=True))
+        if trace is not None:
+            trace.update(pool=list(pool), rows=rows, matrix=matrix)
     pool.sort(key=lambda r: (-scores[r], r))  # without reranking: by fused rank, extras included
     hits: list[Hit] = []
     for rowid in pool:
@@ -245,48 +223,6 @@ def _pool(fused: dict[int, float], lists: Sequence[list[tuple[int, float]]],
                 taken.add(rowid)
                 pool.append(rowid)
     return pool
-
-
-def _rerank(pool: list[int], dense: dict[int, float], lexical: dict[int, float],
-            found: dict[int, list[SentenceEvidence]],
-            wanted: AnswerType | None = None,
-            named: Collection[int] = (), late: dict[int, float] | None = None,
-            sentence_late: dict[int, float] | None = None) -> dict[int, float]:
-    top_bm25 = max(lexical.values(), default=0.0)
-    scores = {}
-    for rowid in pool:
-        sentences = found.get(rowid, [])
-        best_similarity = max((s.similarity for s in sentences), default=0.0)
-        best_coverage = max((s.coverage for s in sentences), default=0.0)
-        best_proximity = max((s.proximity for s in sentences), default=0.0)
-        bm25 = lexical.get(rowid, 0.0) / top_bm25 if top_bm25 > 0 else 0.0
-        scores[rowid] = (W_CHUNK_SIMILARITY * dense.get(rowid, 0.0)
-                         + W_SENTENCE_SIMILARITY * best_similarity
-                         + W_BM25 * bm25 + W_SENTENCE_COVERAGE * best_coverage
-                         + W_PROXIMITY * best_proximity)
-        if wanted is not None:
-            scores[rowid] += W_ANSWER_TYPE * _typed_relevance(sentences, wanted)
-        if rowid in named:
-            scores[rowid] += W_NAMED_AUTHOR
-        if late:
-            scores[rowid] += W_LATE_INTERACTION * late.get(rowid, 0.0)
-        if sentence_late:
-            scores[rowid] += W_SENTENCE_LATE * max(
-                (sentence_late.get(s.sentence_id, 0.0) for s in sentences), default=0.0)
-    return scores
-
-
-def _typed_relevance(sentences: Sequence[SentenceEvidence], wanted: AnswerType) -> float:
-    """max(strength x relevance) over sentences sharing a term with the question. Strength is at
-    most 1, so sentences are tried by falling relevance and the (regex) strength test stops as
-    soon as no remaining sentence could beat the best so far."""
-    best = 0.0
-    candidates = [((s.similarity + s.coverage) / 2, s.text) for s in sentences if s.coverage > 0]
-    for relevance, text in sorted(candidates, reverse=True):
-        if relevance <= best:
-            break
-        best = max(best, wanted.strength(text) * relevance)
-    return best
 
 
 def _overlaps_taken(row: dict[str, Any], hits: list[Hit]) -> bool:

@@ -154,14 +154,17 @@ class QAService:
         text = self.clean_question(question)
         snapshot = self.snapshot()
         reader = snapshot.reader
-        hits, timings = self._retrieve(snapshot, text, k, doc_ids, mode)
+        hits, timings, _ = self._retrieve(snapshot, text, k, doc_ids, mode)
         timings["total"] = _ms(started)
         return {"question": text, "passages": [h.to_dict() for h in hits],
                 "index_version": reader.version, "timings_ms": timings}
 
     def ask(self, question: Any, top_k: int | None = None,
-            doc_ids: Sequence[str] | None = None, use_cache: bool = True) -> dict[str, Any]:
-        """The full response object of the answers issue (and of ``POST /api/v1/answer``)."""
+            doc_ids: Sequence[str] | None = None, use_cache: bool = True,
+            trace: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The full response object of the answers issue (and of ``POST /api/v1/answer``).
+        ``trace``: filled with the feature matrices scored on the way (for training; the
+        cache is bypassed)."""
         started = time.perf_counter()
         text = self.clean_question(question)
         snapshot = self.snapshot()
@@ -169,17 +172,19 @@ class QAService:
         k = top_k or self.settings.top_k
         key = (text, k, tuple(sorted(doc_ids or ())), reader.version)
         cached = None
-        if use_cache:
+        if use_cache and trace is None:
             with self._cache_lock:
                 cached = self._cache.get(key)
                 if cached is not None:
                     self._cache.move_to_end(key)
         if cached is not None:
             return {**cached, "timings_ms": {"total": _ms(started), "cached": True}}
-        hits, timings = self._retrieve(snapshot, text, k, doc_ids, "hybrid")
+        hits, timings, qterms = self._retrieve(snapshot, text, k, doc_ids, "hybrid", trace)
         t0 = time.perf_counter()
-        answer = compose_answer(reader, text, hits, threshold=self.settings.abstain_threshold,
-                                max_sentences=self.settings.max_answer_sentences)
+        threshold = self.settings.abstain_threshold
+        answer = compose_answer(reader, text, hits, qterms=qterms,
+                                threshold=None if threshold < 0 else threshold,
+                                max_sentences=self.settings.max_answer_sentences, trace=trace)
         timings["answer"] = _ms(t0)
         timings["total"] = _ms(started)
         response = {
@@ -198,8 +203,8 @@ class QAService:
         return response
 
     def _retrieve(self, snapshot: Snapshot, text: str, k: int | None,
-                  doc_ids: Sequence[str] | None, mode: str) -> tuple[list[retrieval.Hit],
-                                                                     dict[str, Any]]:
+                  doc_ids: Sequence[str] | None, mode: str, trace: dict[str, Any] | None = None
+                  ) -> tuple[list[retrieval.Hit], dict[str, Any], evidence.QueryTerms]:
         reader = snapshot.reader
         if mode not in retrieval.MODES:
             raise ConfigError(f"unknown retrieval mode {mode!r}; choose from {retrieval.MODES}")
@@ -226,12 +231,12 @@ class QAService:
         weights = retrieval.Weights(dense=s.dense_weight, sentence=s.sentence_weight,
                                     lexical=s.lexical_weight, rrf_k=s.rrf_k,
                                     rerank=bool(s.rerank))
-        hits, _ = retrieval.search(reader, query, vector, k=k or s.top_k,
-                                   candidates=s.candidates, weights=weights, mode=mode,
-                                   doc_ids=filter_ids, late=late,
-                                   lexical_side=lexical.result())
+        hits, qterms = retrieval.search(reader, query, vector, k=k or s.top_k,
+                                        candidates=s.candidates, weights=weights, mode=mode,
+                                        doc_ids=filter_ids, late=late,
+                                        lexical_side=lexical.result(), trace=trace)
         timings["retrieve"] = _ms(t1)
-        return hits, timings
+        return hits, timings, qterms
 
     # -- documents and status --------------------------------------------------------------
     def documents(self) -> list[dict[str, Any]]:

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from conftest import make_settings
 
+from qa import scoring
 from qa.attribution import author_table, name_parts, name_spans, named_documents
 from qa.embedding import Embedder
 from qa.evidence import SentenceEvidence
+from qa.features import PASSAGE_FEATURES, passage_matrix
 from qa.indexing import build_index
-from qa.retrieval import W_NAMED_AUTHOR, _rerank
 from qa.service import QAService
 
 DOCS = [
@@ -56,14 +57,15 @@ def test_documents_without_authors_are_left_out_of_the_table() -> None:
     assert named_documents("According to anyone?", ()) == frozenset()
 
 
-def test_rerank_lifts_the_named_authors_passages_by_a_fixed_amount() -> None:
+def test_the_reranker_lifts_the_named_authors_passages() -> None:
     text = "The Secretariat needs stable budgets."
     found = {r: [SentenceEvidence(r, r, 0, len(text), text, 0.6, 0.5)] for r in (1, 2)}
-    dense, lexical = {1: 0.5, 2: 0.5}, {1: 3.0, 2: 3.0}
-    plain = _rerank([1, 2], dense, lexical, found)
-    named = _rerank([1, 2], dense, lexical, found, named={2})
-    assert named[1] == plain[1] == plain[2]
-    assert named[2] == pytest.approx(plain[2] + W_NAMED_AUTHOR)
+    dense, lexical, fused = {1: 0.5, 2: 0.5}, {1: 3.0, 2: 3.0}, {1: 0.03, 2: 0.03}
+    matrix = passage_matrix([1, 2], dense=dense, lexical=lexical, fused=fused, found=found,
+                            named={2})
+    assert matrix[:, PASSAGE_FEATURES.index("named_author")].tolist() == [0.0, 1.0]
+    scores = scoring.model("reranker").score(matrix)
+    assert scores[1] > scores[0]
 
 
 def _write(corpus: Path, name: str, text: str, authors: list[str]) -> None:

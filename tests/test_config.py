@@ -30,7 +30,7 @@ def test_defaults_without_environment() -> None:
     assert s.encoder == "auto"
     assert (s.chunk_tokens, s.chunk_overlap, s.top_k, s.candidates) == (200, 40, 5, 50)
     assert (s.rrf_k, s.max_answer_sentences, s.cache_size, s.rate_limit) == (60, 2, 256, 0)
-    assert s.abstain_threshold == pytest.approx(0.27)
+    assert s.abstain_threshold == pytest.approx(-1.0)  # the calibrator's operating point
     assert s.admin_token == ""
     assert s == Settings()
 

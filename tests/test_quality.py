@@ -1,5 +1,6 @@
-"""Quality floors on the bundled corpus and its gold set: a regression in retrieval, answers or
-abstention fails CI. The floors sit a few points under the figures measured in bench/RESULTS.md."""
+"""Quality floors on the bundled corpus and the held-out half of its gold set: a regression in
+retrieval, answers or abstention fails CI. The floors sit a few points under the figures measured
+in bench/RESULTS.md. The tuning half may be used to tune models; the floors never look at it."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from qa.evaluation import DEFAULT_GOLD, evaluate, load_gold, squash
+from qa.evaluation import DEFAULT_GOLD, SPLITS, evaluate, load_gold, squash
 from qa.service import QAService
 
 PROJECT = Path(__file__).resolve().parent.parent
-FLOORS = {"hit@5": 0.92, "hit@1": 0.78, "mrr@10": 0.83, "answer_accuracy": 0.81}
+# On the held-out half (34 answerable, 37 unanswerable questions); measured 2026-12-02: hit@5
+# 0.882, hit@1 0.765, MRR 0.805, accuracy 0.824, on-topic unanswerable abstained 0.212 (7 of 33).
+FLOORS = {"hit@5": 0.85, "hit@1": 0.73, "mrr@10": 0.77, "answer_accuracy": 0.79,
+          "ontopic_abstention": 0.15}
 
 
 def _gold_rows() -> list[dict[str, object]]:
@@ -31,6 +35,17 @@ def test_gold_set_shape() -> None:
     assert len({r["id"] for r in rows}) == len(rows)
     kinds = {r["kind"] for r in answerable}
     assert {"factoid", "descriptive", "paraphrased", "acronym"} <= kinds
+    assert sum(r["kind"] == "unanswerable-ontopic" for r in unanswerable) >= 38
+
+
+def test_gold_split_is_fixed_by_id_and_covers_every_kind() -> None:
+    rows = _gold_rows()
+    recorded = json.loads((DEFAULT_GOLD.parent / "gold_split.json").read_text())
+    for split in SPLITS:
+        ids = {r["id"] for r in rows if r["split"] == split}
+        assert ids == set(recorded[split])
+        assert {r["kind"] for r in rows if r["split"] == split} == {r["kind"] for r in rows}
+    assert {r["split"] for r in rows} == set(SPLITS)
 
 
 @pytest.mark.parametrize("row", [r for r in _gold_rows() if r["answerable"]],
@@ -43,11 +58,11 @@ def test_gold_quote_is_verbatim_and_holds_the_answer(row: dict[str, str]) -> Non
 
 
 @pytest.mark.slow
-def test_quality_floors_on_the_gold_set(cica_service: QAService) -> None:
-    report = evaluate(cica_service, load_gold(DEFAULT_GOLD))
+def test_quality_floors_on_the_held_out_half(cica_service: QAService) -> None:
+    report = evaluate(cica_service, [q for q in load_gold(DEFAULT_GOLD) if q.split == "held_out"])
     for metric, floor in FLOORS.items():
         assert report[metric] >= floor, (metric, report[metric])
-    assert report["offtopic_abstained"] >= report["offtopic"] - 1
+    assert report["offtopic_abstained"] == report["offtopic"]
     assert report["false_abstention"] <= 0.05
     cited = [q for q in report["questions"] if q["answerable"] and not q["abstained"]]
     assert cited  # answers were given, and each was checked against the stored text by the core
@@ -76,3 +91,14 @@ def test_every_citation_slices_the_stored_text(cica_service: QAService) -> None:
         assert numbers == {s["citation"] for s in response["answer"]["sentences"]}
         ids = {p["id"] for p in response["passages"]}
         assert {c["passage_id"] for c in response["citations"]} <= ids
+
+
+@pytest.mark.slow
+def test_an_on_topic_unanswerable_question_abstains_with_a_reason(cica_service: QAService) -> None:
+    """The documents never say which languages CICA works in (a question from the issue)."""
+    response = cica_service.ask("What are CICA's working languages?")
+    answer = response["answer"]
+    assert answer["abstained"] and not answer["sentences"] and not response["citations"]
+    assert "languages" in answer["reason"]
+    assert 0 <= answer["confidence"] < 0.5
+    assert response["passages"]  # the nearest passages are still listed

@@ -1,0 +1,469 @@
+"""Fit the three scoring models (reranker, answer-sentence selector, abstention calibrator) and
+write them to qa/models/ as JSON, with their features, training data, seed, date and
+cross-validated metrics.
+
+Training data: the SQuAD 2.0 dev split, whole split indexed (every paragraph one document, as in
+bench/squad.py), questions of the TRAIN_ARTICLES only; folds are whole articles. The five
+HELD_OUT articles are never read here. Optionally the tuning half of the project's gold set
+(``--gold``) joins the calibrator's data and the choice of its operating point.
+
+The models are fitted in order, each on the output of the ones before it, through the same
+``QAService.ask`` the product uses (``trace`` returns the feature matrices):
+1. reranker: a linear listwise ranker (``fit_listwise``) on the features of the reranking pool
+   (a passage of the question's paragraph is right);
+2. selector: the same on the candidate sentences of the returned passages (a sentence of the
+   right paragraph holding a gold answer is right);
+3. calibrator: logistic regression on the question-level features: is the answer right?
+   (answering an unanswerable question is wrong). Its operating point is the highest
+   probability cut that abstains on at most 5% of the answerable training questions, on the
+   out-of-fold predictions. The gold set's tuning half, when given, joins as two more groups of
+   the folds (alternate ids), its rows together weighing as much as one training article's.
+   Out of fold (leave one group out) by the gold rows' total weight, as SQuAD AURC / ECE and
+   gold-tuning AURC / ECE: one article's 0.396 / 0.015 and 0.424 / 0.112; each row once 0.395 /
+   0.016 and 0.450 / 0.164; all SQuAD rows' 0.430 / 0.082 and 0.454 / 0.156. A LightGBM
+   classifier instead of the logistic regression: SQuAD AURC 0.409, ECE 0.025.
+
+    pip install -e '.[train]'
+    python bench/train.py --data ../shared/bench/squad-v2.0-dev.json [--gold-split ...]
+
+Features that never vary in the training data (no SQuAD question names a document's author)
+cannot be fitted: their weight is carried over as a fixed multiple of another feature's fitted
+weight (``FIXED``) and said so in the model file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np
+from squad import load_squad, write_corpus
+
+from qa import features, scoring
+from qa.config import Settings
+from qa.evaluation import (
+    GoldQuestion,
+    answer_correct,
+    calibration_error,
+    load_gold,
+    risk_coverage,
+)
+from qa.indexing import build_index
+from qa.service import QAService
+
+PROJECT = Path(__file__).resolve().parent.parent
+BASELINES = Path(__file__).resolve().parent / "baseline_models"  # the hand-set weights before
+TRAIN_ARTICLES = ("Computational_complexity_theory", "Huguenot", "1973_oil_crisis",
+                  "European_Union_law", "Packet_switching", "Yuan_dynasty",
+                  "Scottish_Parliament", "Islamism", "Imperialism", "Warsaw", "Force")
+HELD_OUT = ("Normans", "Steam_engine", "Harvard_University", "Immune_system",
+            "French_and_Indian_War")
+SEED = 0
+C = 1.0  # inverse L2 strength of the calibrator's fit (scikit-learn's default)
+L2 = 1e-3  # L2 on the rankers' standardized weights (0 to 1e-2 alike by cross-validation)
+# feature: (the fitted feature it is a multiple of, the multiple); see the module docstring.
+FIXED = {"reranker": {"named_author": ("sentence_similarity", 0.75)}}
+# The second sentence joins the answer when its selector score is within this margin of the
+# first's; the smallest margin whose training accuracy is within MARGIN_TOLERANCE of always
+# quoting two sentences is chosen.
+MARGIN_TOLERANCE = 0.005
+# The operating point: abstain as much as possible while abstaining on at most this share of the
+# answerable training questions (the issue's bound on false abstention).
+MAX_FALSE_ABSTENTION = 0.05
+
+
+# -- data ------------------------------------------------------------------------------------
+def squad_questions(path: Path, articles: Sequence[str]) -> tuple[dict[str, tuple[str, str]],
+                                                                list[dict[str, Any]]]:
+    """(all paragraphs, the questions of ``articles`` with their article as "group")."""
+    docs, questions = load_squad(path)
+    wanted = {a.replace("_", " ") for a in articles}
+    asked = [q | {"group": docs[q["doc"]][0]} for q in questions if docs[q["doc"]][0] in wanted]
+    return docs, asked
+
+
+def is_right(text: str, answers: Sequence[str]) -> bool:
+    lowered = text.lower()
+    return any(a and a.lower() in lowered for a in answers)
+
+
+# -- fitting ---------------------------------------------------------------------------------
+def fit_logistic(x: np.ndarray, y: np.ndarray, *, intercept: bool,
+                 weight: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """(coef, intercept, mean, scale) of an L2 logistic regression on standardized features."""
+    from sklearn.linear_model import LogisticRegression
+
+    mean = x.mean(axis=0) if intercept else np.zeros(x.shape[1])
+    scale = x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    model = LogisticRegression(C=C, fit_intercept=intercept, max_iter=2000, random_state=SEED)
+    model.fit((x - mean) / scale, y, sample_weight=weight)
+    return model.coef_[0], float(model.intercept_[0]) if intercept else 0.0, mean, scale
+
+
+def fit_listwise(groups: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Weights (raw feature units) of a linear conditional-logit ranker: each question's
+    candidates compete in one softmax, and the loss is minus the log of the probability mass
+    on its right candidates (ListNet's top-one loss), plus L2 on standardized weights. This aims
+    at the first place, where a pairwise logistic regression spends itself on easy negatives
+    (by article-wise cross-validation on the training articles: top-1 0.902 against 0.877 for
+    pairwise logistic regression, 0.875 pointwise and 0.883 for LightGBM's lambdarank)."""
+    from scipy.optimize import minimize
+
+    x = np.vstack([m for m, _ in groups])
+    right = np.concatenate([labels for _, labels in groups]).astype(np.float64)
+    sizes = np.array([len(m) for m, _ in groups])
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    owner = np.repeat(np.arange(len(groups)), sizes)
+    scale = x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    z = x / scale
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        s = z @ w
+        e = np.exp(s - np.maximum.reduceat(s, starts)[owner])
+        total = np.add.reduceat(e, starts)
+        held = np.add.reduceat(e * right, starts)
+        value = -np.mean(np.log(held / total + 1e-300)) + L2 * float(w @ w)
+        push = e / total[owner] - right * e / np.maximum(held[owner], 1e-300)
+        return value, z.T @ push / len(groups) + 2 * L2 * w
+
+    result = minimize(loss, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B",
+                      options={"maxiter": 5000})
+    return np.asarray(result.x / scale)
+
+
+def fit_ranker(name: str, groups: Sequence[tuple[np.ndarray, np.ndarray]],
+               names: Sequence[str]) -> dict[str, Any]:
+    """A linear ranker (``fit_listwise``); features in FIXED[name] are set, not fitted."""
+    fixed = FIXED.get(name, {})
+    keep = [i for i, f in enumerate(names) if f not in fixed]
+    usable = [(m[:, keep], labels) for m, labels in groups if labels.any() and not labels.all()]
+    if not usable:
+        raise SystemExit(f"{name}: no question has both a right and a wrong candidate")
+    raw = dict(zip([names[i] for i in keep], fit_listwise(usable).tolist(), strict=True))
+    for feature, (base, multiple) in fixed.items():
+        raw[feature] = multiple * raw[base]
+    ordered = list(names)
+    return {"name": name, "kind": "listwise", "l2": L2, "features": ordered,
+            "coef": [round(raw[f], 6) for f in ordered], "intercept": 0.0,
+            "fixed": {f: f"{m} x the fitted weight of {b}" for f, (b, m) in fixed.items()}}
+
+
+def top1(groups: Sequence[tuple[np.ndarray, np.ndarray]], doc: dict[str, Any],
+         names: Sequence[str]) -> float:
+    model = scoring.from_dict(doc, tuple(names))
+    hits = [bool(labels[int(np.argmax(model.score(m)))]) for m, labels in groups if len(m)]
+    return round(float(np.mean(hits)), 4) if hits else 0.0
+
+
+def grouped_folds(groups: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Leave-one-article-out when there are few articles, else five folds of whole articles."""
+    from sklearn.model_selection import GroupKFold
+
+    labels = np.asarray(groups)
+    n = min(5, len(set(groups)))
+    if n < 2:
+        return []
+    return list(GroupKFold(n_splits=n).split(labels, groups=labels))
+
+
+def cross_validate_ranker(name: str, groups: list[tuple[np.ndarray, np.ndarray]],
+                          articles: list[str], names: Sequence[str],
+                          baseline: dict[str, Any]) -> dict[str, Any]:
+    fitted, before = [], []
+    for train, test in grouped_folds(articles):
+        doc = fit_ranker(name, [groups[i] for i in train], names)
+        held = [groups[i] for i in test]
+        fitted.append(top1(held, doc, names) * len(held))
+        before.append(top1(held, baseline, names) * len(held))
+    n = sum(len(test) for _, test in grouped_folds(articles)) or 1
+    return {"cv_top1": round(sum(fitted) / n, 4), "cv_top1_before": round(sum(before) / n, 4),
+            "folds": len(grouped_folds(articles)), "questions": len(groups)}
+
+
+def operating_point(p: np.ndarray, answerable: np.ndarray) -> float:
+    """The highest probability cut at which at most MAX_FALSE_ABSTENTION of the answerable
+    questions are abstained on (out-of-fold probabilities of the training questions)."""
+    ranked = np.sort(p[answerable])
+    if not len(ranked):
+        return 0.5
+    return round(float(np.floor(ranked[int(MAX_FALSE_ABSTENTION * len(ranked))] * 1000) / 1000), 3)
+
+
+# -- the three stages ------------------------------------------------------------------------
+def trace_questions(service: QAService, questions: Sequence[dict[str, Any]],
+                    label: str) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    out = []
+    started = time.perf_counter()
+    for n, q in enumerate(questions, 1):
+        trace: dict[str, Any] = {}
+        response = service.ask(q["question"], use_cache=False, trace=trace)
+        out.append((q, trace, response))
+        if n % 500 == 0:
+            print(f"  {label}: {n}/{len(questions)} ({time.perf_counter() - started:.0f}s)",
+                  flush=True)
+    return out
+
+
+def reranker_data(traced: Sequence[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]
+                  ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[str]]:
+    groups, articles = [], []
+    for q, trace, _ in traced:
+        if "matrix" not in trace:
+            continue
+        labels = np.array([trace["rows"][r]["doc_id"] == q["doc"] if r in trace["rows"] else False
+                           for r in trace["pool"]])
+        if labels.any() and not labels.all():
+            groups.append((trace["matrix"], labels))
+            articles.append(q["group"])
+    return groups, articles
+
+
+def selector_data(traced: Sequence[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]
+                  ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[str]]:
+    groups, articles = [], []
+    for q, trace, response in traced:
+        if q["impossible"] or "candidates" not in trace:
+            continue
+        docs = [p["doc_id"] for p in response["passages"]]
+        labels = np.array([docs[c.hit_index] == q["doc"] and is_right(c.evidence.text,
+                                                                      q["answers"])
+                           for c in trace["candidates"]])
+        if labels.any() and not labels.all():
+            groups.append((trace["sentence_matrix"], labels))
+            articles.append(q["group"])
+    return groups, articles
+
+
+def second_sentence_margin(traced: Sequence[tuple[dict[str, Any], dict[str, Any],
+                                                  dict[str, Any]]],
+                           selector: dict[str, Any]) -> float:
+    """The smallest margin whose accuracy (answer holds a gold answer) on the answerable
+    training questions is within MARGIN_TOLERANCE of always quoting two sentences."""
+    model = scoring.from_dict(selector, features.SENTENCE_FEATURES)
+    cases = []
+    for q, trace, _ in traced:
+        if q["impossible"] or "candidates" not in trace:
+            continue
+        scores = model.score(trace["sentence_matrix"])
+        order = np.argsort(-scores, kind="stable")
+        texts = [trace["candidates"][int(i)].evidence.text for i in order[:2]]
+        gap = float(scores[order[0]] - scores[order[1]]) if len(order) > 1 else np.inf
+        cases.append((is_right(texts[0], q["answers"]),
+                      is_right(" ".join(texts), q["answers"]), gap))
+    if not cases:
+        return 0.0
+    always = np.mean([two for _, two, _ in cases])
+    for margin in np.arange(0.0, 5.01, 0.05):
+        accuracy = np.mean([two if gap <= margin else one for one, two, gap in cases])
+        if accuracy >= always - MARGIN_TOLERANCE:
+            return round(float(margin), 2)
+    return 5.0
+
+
+Rows = tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]  # x, right, answerable, articles
+
+
+def calibrator_data(traced: Sequence[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]],
+                    right: Callable[[dict[str, Any], dict[str, Any]], bool]) -> Rows:
+    rows, labels, answerable, articles = [], [], [], []
+    for q, trace, response in traced:
+        if "question_vector" not in trace:
+            continue
+        rows.append(trace["question_vector"])
+        labels.append(right(q, response))
+        answerable.append(not q["impossible"])
+        articles.append(q["group"])
+    return (np.vstack(rows) if rows else np.zeros((0, len(features.QUESTION_FEATURES))),
+            np.array(labels, dtype=bool), np.array(answerable, dtype=bool), articles)
+
+
+def answered_text(response: dict[str, Any]) -> str:
+    """The answer the calibrator judges: the sentences chosen, whether or not it abstained."""
+    return " ".join(s["text"] for s in response["answer"]["sentences"])
+
+
+def fit_calibrator(x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None
+                   ) -> dict[str, Any]:
+    coef, intercept, mean, scale = fit_logistic(x, y, intercept=True, weight=weight)
+    return {"name": "calibrator", "kind": "logistic", "C": C,
+            "features": list(features.QUESTION_FEATURES),
+            "coef": [round(float(c), 6) for c in coef], "intercept": round(intercept, 6),
+            "mean": [round(float(m), 6) for m in mean],
+            "scale": [round(float(s), 6) for s in scale]}
+
+
+def group_weights(articles: Sequence[str]) -> np.ndarray:
+    """Each row's weight: 1 for SQuAD; the gold set's rows together weigh as much as one
+    training article's (on average)."""
+    gold = np.array([a.startswith("gold") for a in articles])
+    weight = np.ones(len(articles))
+    squad = [a for a in articles if not a.startswith("gold")]
+    if gold.any() and squad:
+        weight[gold] = len(squad) / len(set(squad)) / gold.sum()
+    return weight
+
+
+def out_of_fold(x: np.ndarray, y: np.ndarray, articles: list[str]) -> np.ndarray:
+    p = np.full(len(y), np.nan)
+    weight = group_weights(articles)
+    for train, test in grouped_folds(articles):
+        if len(set(y[train].tolist())) < 2:
+            continue
+        model = scoring.from_dict(fit_calibrator(x[train], y[train], weight[train]),
+                                  features.QUESTION_FEATURES)
+        p[test] = model.probability(x[test])
+    return p
+
+
+def dump(where: Path | None, name: str, groups: Sequence[tuple[np.ndarray, np.ndarray]],
+         articles: Sequence[str]) -> None:
+    """One stage's data as npz: rows, labels, each row's question and each question's article."""
+    if where is None or not groups:
+        return
+    where.mkdir(parents=True, exist_ok=True)
+    np.savez(where / f"{name}.npz", x=np.vstack([m for m, _ in groups]),
+             y=np.concatenate([labels for _, labels in groups]),
+             question=np.repeat(np.arange(len(groups)), [len(m) for m, _ in groups]),
+             article=np.array(articles))
+
+
+def stamp(doc: dict[str, Any], data: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    return doc | {"training": data, "seed": SEED, "date": time.strftime("%Y-%m-%d"),
+                  "metrics": metrics}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=PROJECT.parent / "shared" / "bench" /
+                        "squad-v2.0-dev.json", help="SQuAD 2.0 dev JSON (read, never copied)")
+    parser.add_argument("--articles", nargs="*", default=list(TRAIN_ARTICLES),
+                        help="training articles (folds are whole articles)")
+    parser.add_argument("--gold", type=Path,
+                        help="gold questions (JSONL) whose split is 'tuning': added to the "
+                             "calibrator's data and its operating point")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/qa-train-squad"),
+                        help="corpus and index of the SQuAD split (reused between runs)")
+    parser.add_argument("--gold-index", type=Path, default=Path("/tmp/qa-train-gold"),
+                        help="index of the bundled corpus, for --gold")
+    parser.add_argument("--encoder", default="auto", choices=("auto", "torch", "onnx"),
+                        help="query and passage encoder backend")
+    parser.add_argument("--dump", type=Path,
+                        help="also write each stage's feature matrices and labels here (npz)")
+    parser.add_argument("--out", type=Path, default=PROJECT / "qa" / "models",
+                        help="where the model files are written")
+    args = parser.parse_args(argv)
+    held = set(args.articles) & set(HELD_OUT)
+    if held:
+        raise SystemExit(f"held-out articles may not be trained on: {sorted(held)}")
+
+    docs, questions = squad_questions(args.data, args.articles)
+    corpus, index = args.workdir / "corpus", args.workdir / "index"
+    write_corpus(docs, corpus)
+    # Never abstain while tracing: the calibrator is fitted on the answers that would be given.
+    settings = Settings.load({"corpus_dir": corpus, "index_dir": index, "abstain_threshold": 0.0,
+                              "encoder": args.encoder}, environ={})
+    build_index(settings)
+    service = QAService(settings).load()
+    n_answerable = sum(not q["impossible"] for q in questions)
+    data = (f"SQuAD 2.0 dev, whole split indexed ({len(docs)} paragraphs); questions of "
+            f"{len(set(args.articles))} articles ({', '.join(sorted(args.articles))}): "
+            f"{n_answerable} answerable, {len(questions) - n_answerable} unanswerable; "
+            "cross-validated by article")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in scoring.FEATURE_SETS:
+        scoring.install(name, None)
+
+    print(f"reranker: tracing {len(questions)} questions", flush=True)
+    traced = trace_questions(service, questions, "reranker")
+    groups, articles = reranker_data(traced)
+    dump(args.dump, "reranker", groups, articles)
+    baseline = json.loads((BASELINES / "reranker.json").read_text())
+    reranker = fit_ranker("reranker", groups, features.PASSAGE_FEATURES)
+    metrics = cross_validate_ranker("reranker", groups, articles, features.PASSAGE_FEATURES,
+                                    baseline)
+    print(f"  {metrics}")
+    reranker = stamp(reranker, data + " (questions whose pool holds a passage of their "
+                     "paragraph and another one)", metrics)
+    scoring.install("reranker", reranker)
+
+    print("selector: tracing", flush=True)
+    traced = trace_questions(service, questions, "selector")
+    groups, articles = selector_data(traced)
+    dump(args.dump, "selector", groups, articles)
+    baseline = json.loads((BASELINES / "selector.json").read_text())
+    selector = fit_ranker("selector", groups, features.SENTENCE_FEATURES)
+    metrics = cross_validate_ranker("selector", groups, articles, features.SENTENCE_FEATURES,
+                                    baseline)
+    selector["second_sentence_margin"] = second_sentence_margin(traced, selector)
+    print(f"  {metrics}; second sentence margin {selector['second_sentence_margin']}")
+    selector = stamp(selector, data + " (answerable questions with a candidate sentence that "
+                     "holds a gold answer and one that does not)", metrics)
+    scoring.install("selector", selector)
+
+    print("calibrator: tracing", flush=True)
+    traced = trace_questions(service, questions, "calibrator")
+    x, y, answerable, articles = calibrator_data(traced, lambda q, r: not q["impossible"] and
+                                                 is_right(answered_text(r), q["answers"]))
+    calibration_data = data
+    if args.gold:
+        gx, gy, ga, garticles = gold_tuning_data(args.gold, args.gold_index, args.encoder)
+        x, y, articles = np.vstack([x, gx]), np.r_[y, gy], articles + garticles
+        answerable = np.r_[answerable, ga]
+        calibration_data += (f"; and the tuning half of the project's gold set ({len(gy)} "
+                             "questions, two groups of the folds, together weighing as much as "
+                             "one article)")
+    dump(args.dump, "calibrator",
+         [(row[None, :], np.array([label])) for row, label in zip(x, y, strict=True)], articles)
+    p = out_of_fold(x, y, articles)
+    ok = ~np.isnan(p)
+    calibrator = fit_calibrator(x, y, group_weights(articles))
+    metrics = {"cv_ece": round(calibration_error(p[ok], y[ok]), 4),
+               "cv_log_loss": round(float(-np.mean(np.log(np.where(y[ok], p[ok], 1 - p[ok])
+                                                              + 1e-12))), 4),
+               **{f"cv_{k}": v for k, v in risk_coverage(p[ok], y[ok]).items()},
+               "questions": len(y), "right": int(y.sum())}
+    calibrator["threshold"] = operating_point(p[ok], answerable[ok]) if ok.any() else 0.5
+    print(f"  {metrics}; operating point {calibrator['threshold']}")
+    calibrator = stamp(calibrator, calibration_data + " (label: the answer holds a gold answer; "
+                       "answering an unanswerable question is wrong; operating point: the "
+                       "highest cut abstaining on at most 5% of the answerable training "
+                       "questions out of fold)", metrics)
+    for doc in (reranker, selector, calibrator):
+        (args.out / f"{doc['name']}.json").write_text(json.dumps(doc, indent=1) + "\n")
+        scoring.install(doc["name"], None)
+    print(f"wrote {', '.join(str(args.out / f'{n}.json') for n in scoring.FEATURE_SETS)}")
+
+
+def gold_tuning_data(gold_path: Path, index: Path, encoder: str) -> Rows:
+    """The calibrator's rows for the gold questions of the tuning split (bundled corpus)."""
+    rows = [json.loads(line) for line in gold_path.read_text().splitlines() if line.strip()]
+    tuning = {r["id"] for r in rows if r.get("split") == "tuning"}
+    gold = [g for g in load_gold(gold_path) if g.id in tuning]
+    settings = Settings.load({"corpus_dir": PROJECT / "corpus", "index_dir": index,
+                              "abstain_threshold": 0.0, "encoder": encoder}, environ={})
+    build_index(settings)
+    service = QAService(settings).load()
+    asked = [{"question": g.question, "group": f"gold-{'ab'[n % 2]}", "gold": g,
+              "impossible": not g.answerable} for n, g in enumerate(sorted(gold, key=lambda g: g.id))]
+    traced = trace_questions(service, asked, "gold")
+
+    def right(q: dict[str, Any], response: dict[str, Any]) -> bool:
+        g: GoldQuestion = q["gold"]
+        return g.answerable and answer_correct(answered_text(response), g)
+
+    return calibrator_data(traced, right)
+
+
+if __name__ == "__main__":
+    main()
