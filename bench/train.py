@@ -338,6 +338,20 @@ def dump(where: Path | None, name: str, groups: Sequence[tuple[np.ndarray, np.nd
              article=np.array(articles))
 
 
+def fit_ranker_on_traces(service: QAService, questions: Sequence[dict[str, Any]], name: str,
+                         to_groups: Any, feature_names: Sequence[str], dump_to: Path | None
+                         ) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """Trace the questions through the service, fit ranker ``name`` on the traced candidates and
+    cross-validate it by article against its baseline: (model, metrics, traces)."""
+    traced = trace_questions(service, questions, name)
+    groups, articles = to_groups(traced)
+    dump(dump_to, name, groups, articles)
+    baseline = json.loads((BASELINES / f"{name}.json").read_text())
+    model = fit_ranker(name, groups, feature_names)
+    metrics = cross_validate_ranker(name, groups, articles, feature_names, baseline)
+    return model, metrics, traced
+
+
 def stamp(doc: dict[str, Any], data: str, metrics: dict[str, Any]) -> dict[str, Any]:
     return doc | {"training": data, "seed": SEED, "date": time.strftime("%Y-%m-%d"),
                   "metrics": metrics}
@@ -385,26 +399,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         scoring.install(name, None)
 
     print(f"reranker: tracing {len(questions)} questions", flush=True)
-    traced = trace_questions(service, questions, "reranker")
-    groups, articles = reranker_data(traced)
-    dump(args.dump, "reranker", groups, articles)
-    baseline = json.loads((BASELINES / "reranker.json").read_text())
-    reranker = fit_ranker("reranker", groups, features.PASSAGE_FEATURES)
-    metrics = cross_validate_ranker("reranker", groups, articles, features.PASSAGE_FEATURES,
-                                    baseline)
+    reranker, metrics, _ = fit_ranker_on_traces(service, questions, "reranker", reranker_data,
+                                                features.PASSAGE_FEATURES, args.dump)
     print(f"  {metrics}")
     reranker = stamp(reranker, data + " (questions whose pool holds a passage of their "
                      "paragraph and another one)", metrics)
     scoring.install("reranker", reranker)
 
     print("selector: tracing", flush=True)
-    traced = trace_questions(service, questions, "selector")
-    groups, articles = selector_data(traced)
-    dump(args.dump, "selector", groups, articles)
-    baseline = json.loads((BASELINES / "selector.json").read_text())
-    selector = fit_ranker("selector", groups, features.SENTENCE_FEATURES)
-    metrics = cross_validate_ranker("selector", groups, articles, features.SENTENCE_FEATURES,
-                                    baseline)
+    selector, metrics, traced = fit_ranker_on_traces(service, questions, "selector",
+                                                     selector_data, features.SENTENCE_FEATURES,
+                                                     args.dump)
     selector["second_sentence_margin"] = second_sentence_margin(traced, selector)
     print(f"  {metrics}; second sentence margin {selector['second_sentence_margin']}")
     selector = stamp(selector, data + " (answerable questions with a candidate sentence that "
