@@ -97,6 +97,21 @@ def test_only_store_imports_faiss_and_sqlite() -> None:
     assert inside >= STORAGE_LIBS
 
 
+def test_storage_checker_names_an_import_outside_the_store(tmp_path: Path) -> None:
+    """The rule holds for the package as a whole: its modules may import sqlite3 and faiss
+    (lazily too), no module outside it may, at the top level or in a subpackage."""
+    package = tmp_path / "qa"
+    (package / "store").mkdir(parents=True)
+    (package / "sub").mkdir()
+    (package / "store" / "reader.py").write_text("import sqlite3\n\ndef f():\n    import faiss\n")
+    (package / "retrieval.py").write_text("from __future__ import annotations\nimport sqlite3\n")
+    (package / "sub" / "ann.py").write_text("def f():\n    from faiss import IndexFlatIP\n")
+    (package / "web.py").write_text("from qa import store\n")
+    modules = sorted(package.rglob("*.py"))
+    assert _storage_offenders(modules, package) == {"qa/retrieval.py": ["sqlite3"],
+                                                    "qa/sub/ann.py": ["faiss"]}
+
+
 def test_web_imports_no_heavy_libraries() -> None:
     web = PACKAGE / "web.py"
     if not web.exists():
