@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "qa"
-MODULES = sorted(PACKAGE.glob("*.py"))
+MODULES = sorted(PACKAGE.rglob("*.py"))  # subpackages too: qa/store/ is a package of modules
+STORE = PACKAGE / "store"
 MODEL_LIBS = {"torch", "sentence_transformers", "onnxruntime", "onnx", "transformers",
               "tokenizers"}
 STORAGE_LIBS = {"faiss", "sqlite3"}
@@ -65,27 +66,50 @@ def _environment_reads(path: Path) -> list[int]:
     return sorted(lines)
 
 
-def _rel(path: Path) -> str:
-    return f"qa/{path.name}"
+def _rel(path: Path, package: Path = PACKAGE) -> str:
+    return f"qa/{path.relative_to(package).as_posix()}"
+
+
+def _storage_offenders(modules: list[Path], package: Path = PACKAGE) -> dict[str, list[str]]:
+    """Modules outside the store package (``<package>/store/``) that import faiss or sqlite3."""
+    store = package / "store"
+    return {_rel(p, package): sorted(_imports(p) & STORAGE_LIBS) for p in modules
+            if store not in p.parents and _imports(p) & STORAGE_LIBS}
 
 
 def test_package_is_parsed() -> None:
-    names = {p.name for p in MODULES}
-    assert {"config.py", "store.py", "embedding.py", "cli.py", "indexing.py"} <= names
+    names = {_rel(p) for p in MODULES}
+    assert {"qa/config.py", "qa/embedding.py", "qa/cli.py", "qa/indexing.py",
+            "qa/store/__init__.py", "qa/store/reader.py", "qa/store/writer.py"} <= names
+    assert not (PACKAGE / "store.py").exists()  # a module beside the package would shadow it
 
 
 def test_only_embedding_imports_model_libraries() -> None:
     offenders = {_rel(p): sorted(_imports(p) & MODEL_LIBS) for p in MODULES
-                 if p.name != "embedding.py" and _imports(p) & MODEL_LIBS}
+                 if p != PACKAGE / "embedding.py" and _imports(p) & MODEL_LIBS}
     assert offenders == {}
     assert _imports(PACKAGE / "embedding.py") >= {"torch", "sentence_transformers", "onnxruntime"}
 
 
 def test_only_store_imports_faiss_and_sqlite() -> None:
-    offenders = {_rel(p): sorted(_imports(p) & STORAGE_LIBS) for p in MODULES
-                 if p.name != "store.py" and _imports(p) & STORAGE_LIBS}
-    assert offenders == {}
-    assert _imports(PACKAGE / "store.py") >= STORAGE_LIBS
+    assert _storage_offenders(MODULES) == {}
+    inside = set().union(*(_imports(p) for p in STORE.rglob("*.py")))
+    assert inside >= STORAGE_LIBS
+
+
+def test_storage_checker_names_an_import_outside_the_store(tmp_path: Path) -> None:
+    """The rule holds for the package as a whole: its modules may import sqlite3 and faiss
+    (lazily too), no module outside it may, at the top level or in a subpackage."""
+    package = tmp_path / "qa"
+    (package / "store").mkdir(parents=True)
+    (package / "sub").mkdir()
+    (package / "store" / "reader.py").write_text("import sqlite3\n\ndef f():\n    import faiss\n")
+    (package / "retrieval.py").write_text("from __future__ import annotations\nimport sqlite3\n")
+    (package / "sub" / "ann.py").write_text("def f():\n    from faiss import IndexFlatIP\n")
+    (package / "web.py").write_text("from qa import store\n")
+    modules = sorted(package.rglob("*.py"))
+    assert _storage_offenders(modules, package) == {"qa/retrieval.py": ["sqlite3"],
+                                                    "qa/sub/ann.py": ["faiss"]}
 
 
 def test_web_imports_no_heavy_libraries() -> None:
@@ -96,7 +120,7 @@ def test_web_imports_no_heavy_libraries() -> None:
 
 
 def test_only_config_reads_the_environment() -> None:
-    offenders = {_rel(p): lines for p in MODULES if p.name != "config.py"
+    offenders = {_rel(p): lines for p in MODULES if p != PACKAGE / "config.py"
                  if (lines := _environment_reads(p))}
     assert offenders == {}
     assert _environment_reads(PACKAGE / "config.py")  # the checker does see real reads
@@ -128,6 +152,6 @@ def test_no_print_calls_outside_cli() -> None:
         calls = [n.lineno for n in ast.walk(_tree(path))
                  if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
                  and n.func.id == "print"]
-        if calls and path.name != "cli.py":
+        if calls and path != PACKAGE / "cli.py":
             offenders[_rel(path)] = calls
     assert offenders == {}

@@ -170,7 +170,7 @@ def test_chunk_rows_and_sentences_from_memory_equal_the_database(
     """Recently read chunks come from the reader's cache: the same rows and sentences as a
     fresh reader reads from SQLite, in the same order, whatever was cached before; a caller
     changing a returned row changes nothing for the next; the cache keeps its size."""
-    monkeypatch.setattr(store, "CHUNK_CACHE_SIZE", 3)
+    monkeypatch.setattr(store.reader, "CHUNK_CACHE_SIZE", 3)
     warm = store.open_current(built_tiny.index_dir)
 
     def from_database(ask: list[int]) -> tuple[Any, Any]:
@@ -247,10 +247,11 @@ def _flip(path: Path, offset: int) -> None:
 def test_large_files_are_checked_by_samples_at_load(built: Settings,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Above FULL_CHECK_BYTES a load reads sampled blocks, not the whole file."""
-    monkeypatch.setattr(store, "FULL_CHECK_BYTES", 0)
+    monkeypatch.setattr(store.verification, "FULL_CHECK_BYTES", 0)
     hashed: list[Path] = []
-    whole = store._sha256
-    monkeypatch.setattr(store, "_sha256", lambda path: hashed.append(path) or whole(path))
+    whole = store.verification.file_sha256
+    monkeypatch.setattr(store.verification, "file_sha256",
+                        lambda path: hashed.append(path) or whole(path))
     store.open_current(built.index_dir).close()
     assert hashed == []
     path = _current_dir(built) / "vectors.faiss"
@@ -261,7 +262,7 @@ def test_large_files_are_checked_by_samples_at_load(built: Settings,
 
 def test_truncation_of_a_large_file_is_caught_by_size(built: Settings,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store, "FULL_CHECK_BYTES", 0)
+    monkeypatch.setattr(store.verification, "FULL_CHECK_BYTES", 0)
     path = _current_dir(built) / "sentences.npy"
     path.write_bytes(path.read_bytes()[:-4])
     with pytest.raises(IndexCorruptError, match=r"sentences\.npy is damaged \(\d+ bytes"):
@@ -271,14 +272,14 @@ def test_truncation_of_a_large_file_is_caught_by_size(built: Settings,
 def test_full_verification_hashes_every_byte(built: Settings,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A byte between the sampled blocks passes the quick check but not verify="full"."""
-    monkeypatch.setattr(store, "FULL_CHECK_BYTES", 0)
-    monkeypatch.setattr(store, "SAMPLE_BLOCKS", 2)
-    monkeypatch.setattr(store, "SAMPLE_BLOCK_BYTES", 1)
-    monkeypatch.setattr(store, "SAMPLE_EDGE_BYTES", 1)
+    monkeypatch.setattr(store.verification, "FULL_CHECK_BYTES", 0)
+    monkeypatch.setattr(store.verification, "SAMPLE_BLOCKS", 2)
+    monkeypatch.setattr(store.verification, "SAMPLE_BLOCK_BYTES", 1)
+    monkeypatch.setattr(store.verification, "SAMPLE_EDGE_BYTES", 1)
     build = _current_dir(built)
     manifest = json.loads((build / "manifest.json").read_text())
     manifest["samples"] = {name: {"size": (build / name).stat().st_size,
-                                  "sha256": store._sampled_sha256(build / name)}
+                                  "sha256": store.verification.sampled_sha256(build / name)}
                            for name in manifest["files"]}
     (build / "manifest.json").write_text(json.dumps(manifest))
     path = build / "chunks.sqlite"
@@ -301,7 +302,7 @@ def test_vectors_are_memory_mapped_not_copied(built_tiny: Settings) -> None:
 def test_hnsw_vectors_are_memory_mapped_and_searchable(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """The HNSW index of a large build maps its vectors too, so workers share one copy."""
-    monkeypatch.setattr(store, "HNSW_THRESHOLD", 100)
+    monkeypatch.setattr(store.writer, "HNSW_THRESHOLD", 100)
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(500, 384)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
