@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from qa import store
 from qa.config import Settings
 from qa.corpus import discover
@@ -16,16 +18,22 @@ REPORT_TXT = "The Pamir Report\n\nThe Pamir glacier lost nine metres of ice in 2
 REPORT_MD = "# The Caspian Report\n\nThe Caspian ferry carries 300 passengers a day.\n"
 
 
+@pytest.fixture
+def report_service(tiny_settings: Settings, embedder: Embedder) -> QAService:
+    """A service over the tiny corpus plus report.txt, indexed."""
+    service = QAService(tiny_settings.replace(reload_interval=0.05), embedder=embedder)
+    (tiny_settings.corpus_dir / "report.txt").write_text(REPORT_TXT)
+    service.index()
+    return service
+
+
 def _ids(service: QAService) -> dict[str, str]:
     return {d["path"]: d["doc_id"] for d in service.documents()}
 
 
-def test_adding_a_file_with_the_same_stem_keeps_existing_ids(tiny_settings: Settings,
-                                                             embedder: Embedder) -> None:
-    corpus = tiny_settings.corpus_dir
-    service = QAService(tiny_settings.replace(reload_interval=0.05), embedder=embedder)
-    (corpus / "report.txt").write_text(REPORT_TXT)
-    service.index()
+def test_adding_a_file_with_the_same_stem_keeps_existing_ids(report_service: QAService) -> None:
+    service = report_service
+    corpus = service.settings.corpus_dir
     before = _ids(service)
     assert before["report.txt"] == "report"
     (corpus / "report.md").write_text(REPORT_MD)
@@ -43,14 +51,11 @@ def test_adding_a_file_with_the_same_stem_keeps_existing_ids(tiny_settings: Sett
     assert _ids(service) == before
 
 
-def test_ids_of_an_index_built_with_the_old_scheme_keep_resolving(tiny_settings: Settings,
-                                                                  embedder: Embedder) -> None:
-    corpus = tiny_settings.corpus_dir
-    service = QAService(tiny_settings.replace(reload_interval=0.05), embedder=embedder)
-    (corpus / "report.txt").write_text(REPORT_TXT)
-    service.index()
+def test_ids_of_an_index_built_with_the_old_scheme_keep_resolving(report_service: QAService) -> None:
+    service = report_service
+    corpus = service.settings.corpus_dir
     # An index written by the previous code: the same tables, no id map in the manifest.
-    layout = store.Layout(tiny_settings.index_dir)
+    layout = store.Layout(service.settings.index_dir)
     manifest_path = layout.build_dir(layout.current_version() or "") / store.MANIFEST_FILE
     manifest = json.loads(manifest_path.read_text())
     manifest.pop("ids", None)
