@@ -15,10 +15,8 @@ The models are fitted in order, each on the output of the ones before it, throug
 1. reranker: a linear listwise ranker (``fit_listwise``) on the features of the reranking pool
    (a passage of the question's paragraph is right; for a gold question, one holding its quote);
 2. selector: the same on the candidate sentences of the returned passages (a sentence of the
-   right paragraph holding a gold answer is right). The second-best sentence joins the answer
-   when its score is within a margin of the first's: the margin of the best mean token F1 of
-   the answer against the gold answers (SQuAD's own measure, which weighs the answer found
-   against the words added) on the answerable training questions;
+   right paragraph holding a gold answer is right). The answer quotes the best
+   ``max_answer_sentences`` (a setting, 2 by default) of them: no margin is fitted or set;
 3. calibrator: logistic regression on the question-level features: is the answer right?
    (answering an unanswerable question is wrong). Its operating point is the highest
    probability cut that abstains on at most 5% of the answerable training questions, on the
@@ -42,7 +40,6 @@ import argparse
 import json
 import os
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -74,7 +71,6 @@ HELD_OUT = ("Normans", "Steam_engine", "Harvard_University", "Immune_system",
 SEED = 0
 C = 1.0  # inverse L2 strength of the calibrator's fit (scikit-learn's default)
 L2 = 1e-3  # L2 on the rankers' standardized weights (0 to 1e-2 alike by cross-validation)
-MARGINS = np.arange(0.0, 10.01, 0.1)  # the second-sentence margins tried
 # The operating point: abstain as much as possible while abstaining on at most this share of the
 # answerable training questions (the issue's bound on false abstention).
 MAX_FALSE_ABSTENTION = 0.05
@@ -93,25 +89,6 @@ def squad_questions(path: Path, articles: Sequence[str]) -> tuple[dict[str, tupl
 def is_right(text: str, answers: Sequence[str]) -> bool:
     lowered = text.lower()
     return any(a and a.lower() in lowered for a in answers)
-
-
-def answer_words(text: str) -> list[str]:
-    """SQuAD's answer normalization: lower case, no punctuation, no articles."""
-    kept = "".join(c if c.isalnum() or c.isspace() else " " for c in text.lower())
-    return [w for w in kept.split() if w not in ("a", "an", "the")]
-
-
-def token_f1(text: str, answers: Sequence[str]) -> float:
-    """SQuAD's token F1 of ``text`` against the best-matching gold answer."""
-    said = Counter(answer_words(text))
-    best = 0.0
-    for answer in answers:
-        gold = Counter(answer_words(answer))
-        common = sum((said & gold).values())
-        if common:
-            precision, recall = common / sum(said.values()), common / sum(gold.values())
-            best = max(best, 2 * precision * recall / (precision + recall))
-    return best
 
 
 # -- fitting ---------------------------------------------------------------------------------
@@ -270,30 +247,6 @@ def selector_data(traced: Sequence[tuple[dict[str, Any], dict[str, Any], dict[st
     return groups, articles
 
 
-def second_sentence_margin(traced: Sequence[tuple[dict[str, Any], dict[str, Any],
-                                                  dict[str, Any]]],
-                           selector: dict[str, Any]) -> float:
-    """The margin (MARGINS) of the best mean token F1 of the answer (one sentence, or two when
-    the second's score is within the margin) against the gold answers, over the answerable
-    training questions; the smallest such margin."""
-    model = scoring.from_dict(selector, features.SENTENCE_FEATURES)
-    cases = []
-    for q, trace, _ in traced:
-        if q["impossible"] or "candidates" not in trace:
-            continue
-        scores = model.score(trace["sentence_matrix"])
-        order = np.argsort(-scores, kind="stable")
-        texts = [trace["candidates"][int(i)].evidence.text for i in order[:2]]
-        gap = float(scores[order[0]] - scores[order[1]]) if len(order) > 1 else np.inf
-        cases.append((token_f1(texts[0], q["answers"]),
-                      token_f1(" ".join(texts), q["answers"]), gap))
-    if not cases:
-        return 0.0
-    one, two, gap = (np.array(column) for column in zip(*cases, strict=True))
-    f1 = [float(np.mean(np.where(gap <= margin, two, one))) for margin in MARGINS]
-    return round(float(MARGINS[int(np.argmax(f1))]), 2)
-
-
 Rows = tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]  # x, right, answerable, articles
 
 
@@ -447,14 +400,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     scoring.install("reranker", reranker)
 
     print("selector: tracing", flush=True)
-    traced = trace("selector")
-    selector, metrics = fit_ranker_on_traces(traced, "selector", selector_data,
+    selector, metrics = fit_ranker_on_traces(trace("selector"), "selector", selector_data,
                                              features.SENTENCE_FEATURES, args.dump)
-    selector["second_sentence_margin"] = second_sentence_margin(traced, selector)
-    print(f"  {metrics}; second sentence margin {selector['second_sentence_margin']}")
+    print(f"  {metrics}")
     selector = stamp(selector, data + " (answerable questions with a candidate sentence that "
-                     "holds a gold answer and one that does not; second-sentence margin: the "
-                     "best mean token F1 of the answer)", metrics)
+                     "holds a gold answer and one that does not)", metrics)
     scoring.install("selector", selector)
 
     print("calibrator: tracing", flush=True)
@@ -488,12 +438,12 @@ def gold_tuning(gold_path: Path, index: Path, encoder: str
     """A service over the bundled corpus, and the gold questions of the tuning split in the
     shape of the SQuAD ones (two groups, alternate ids). The held-out split is never read."""
     rows = [json.loads(line) for line in gold_path.read_text().splitlines() if line.strip()]
-    tuning = {r["id"] for r in rows if r.get("split") == "tuning"}
+    tuning = {r["id"]: r.get("doc") for r in rows if r.get("split") == "tuning"}
     gold = [g for g in load_gold(gold_path) if g.id in tuning]
     settings = Settings.load({"corpus_dir": PROJECT / "corpus", "index_dir": index,
                               "abstain_threshold": 0.0, "encoder": encoder}, environ={})
     build_index(settings)
-    asked = [{"question": g.question, "group": f"gold-{'ab'[n % 2]}", "doc": g.doc,
+    asked = [{"question": g.question, "group": f"gold-{'ab'[n % 2]}", "doc": tuning[g.id],
               "quote": g.quote, "impossible": not g.answerable,
               "answers": [a for a in (g.answer, *g.aliases) if a] if g.answerable else []}
              for n, g in enumerate(sorted(gold, key=lambda g: g.id))]

@@ -79,7 +79,8 @@ class Answer:
 def compose_answer(reader: IndexReader, question: str, hits: Sequence[Hit], *,
                    qterms: QueryTerms | None = None, threshold: float | None = None,
                    max_sentences: int = 2, trace: dict[str, Any] | None = None) -> Answer:
-    """Pick up to ``max_sentences`` sentences from ``hits`` and cite them, or abstain.
+    """Quote the ``max_sentences`` best sentences of ``hits`` (by the selector) and cite them, or
+    abstain.
     ``qterms``: the question's weighted terms, as retrieval computed them; ``threshold``: the
     confidence below which to abstain (None: the calibrator's operating point); ``trace``:
     filled with the candidates and feature matrices (for training)."""
@@ -123,12 +124,7 @@ def compose_answer(reader: IndexReader, question: str, hits: Sequence[Hit], *,
     cut = threshold if threshold is not None else (calibrator.threshold or 0.5)
     if confidence < cut:
         return Answer("", True, abstention_reason(missing, confidence, cut), confidence)
-    margin = float(selector.meta.get("second_sentence_margin", 0.0))
-    chosen = [(float(scores[order[0]]), best)]
-    for i in order[1:max_sentences]:
-        if scores[order[0]] - scores[i] > margin:
-            break
-        chosen.append((float(scores[i]), candidates[int(i)]))
+    chosen = [(float(scores[i]), candidates[int(i)]) for i in order[:max(1, max_sentences)]]
     return _cite(reader, hits, chosen, confidence)
 
 

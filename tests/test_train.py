@@ -111,37 +111,3 @@ def test_train_refuses_held_out_articles(tmp_path: Path, train_main: object) -> 
     with pytest.raises(SystemExit, match="held-out"):
         train_main(["--data", str(tmp_path / "none.json"), "--articles", "Normans"])  # type: ignore[operator]
 
-
-def test_token_f1_and_the_second_sentence_margin(train_main: object) -> None:
-    """The margin is the one of the best mean token F1 of the answer (SQuAD's measure): a
-    second sentence is quoted when it brings the answer, not when it only adds words."""
-    import train
-
-    assert train.token_f1("The Ili!", ["ili"]) == 1.0  # articles, case, punctuation
-    assert train.token_f1("It is fed by the Ili river", ["Ili"]) == pytest.approx(2 / 7)
-    assert train.token_f1("No answer here", ["Ili"]) == 0.0
-
-    class Evidence:
-        def __init__(self, text: str) -> None:
-            self.text = text
-
-    class Candidate:
-        def __init__(self, text: str) -> None:
-            self.evidence = Evidence(text)
-
-    selector = {"name": "selector", "kind": "listwise", "features": ["similarity"],
-                "coef": [1.0], "intercept": 0.0}
-    column = train.features.SENTENCE_FEATURES.index("similarity")
-
-    def traced(scores: list[float], texts: list[str], answer: str) -> tuple:
-        matrix = np.zeros((len(scores), len(train.features.SENTENCE_FEATURES)))
-        matrix[:, column] = scores
-        return ({"impossible": False, "answers": [answer]},
-                {"sentence_matrix": matrix, "candidates": [Candidate(t) for t in texts]}, {})
-
-    # The first sentence answers when the gap is wide; the second answers at gaps below 2.
-    cases = [traced([5.0, 0.0], ["Ili feeds it.", "Some other words."], "Ili")] * 3 + \
-        [traced([1.0, 0.0], ["Some other words.", "Ili feeds it."], "Ili")] * 3
-    assert train.second_sentence_margin(cases, selector) == 1.0
-    # Where the second never helps, no second sentence: the smallest margin.
-    assert train.second_sentence_margin(cases[:3], selector) == 0.0
