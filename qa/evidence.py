@@ -181,12 +181,28 @@ def _weighted_means(best: np.ndarray, keys: Sequence[int], query: LateQuery,
                     credited: Mapping[int, tuple[int, ...]] | None) -> dict[int, float]:
     """Each column's (key's) IDF-weighted mean of its best cosines (question pieces x keys),
     the credited question pieces of a key (``other_form_users``) counting as a full match."""
+    _credit(best, keys, credited)
+    scores = (query.weights @ best) / float(query.weights.sum())
+    return dict(zip(keys, scores.tolist(), strict=True))
+
+
+def _credit(best: np.ndarray, keys: Sequence[int],
+            credited: Mapping[int, tuple[int, ...]] | None) -> None:
     for col, key in enumerate(keys):
         rows = credited.get(key) if credited else None
         if rows:
             best[list(rows), col] = 1.0
-    scores = (query.weights @ best) / float(query.weights.sum())
-    return dict(zip(keys, scores.tolist(), strict=True))
+
+
+class Alignment(NamedTuple):
+    """How a sentence's word pieces meet the question's, piece by piece (late interaction's
+    MaxSim before it is averaged): the weakest match of any question piece, and the match of
+    the question's rarest piece. A sentence that matches the question everywhere but on one
+    word (a name or a number swapped) has a high mean and a low weakest match."""
+
+    late: float
+    weakest: float
+    rarest: float
 
 
 ChunkSentences = tuple[int, int, Sequence[tuple[int, int, int]]]  # rowid, chunk start, spans
@@ -196,8 +212,9 @@ _CHUNK_STRIDE = 1 << 40  # keeps each chunk's offsets apart in one sorted key sp
 def sentence_late_scores(match: TokenMatch | None, query: LateQuery,
                          chunks: Sequence[ChunkSentences],
                          credited: Mapping[int, tuple[int, ...]] | None = None
-                         ) -> dict[int, float]:
-    """``late_scores`` of each sentence over the pieces that start inside it, for the sentences
+                         ) -> dict[int, Alignment]:
+    """``late_scores`` of each sentence over the pieces that start inside it (with the weakest
+    and the rarest piece's match: ``Alignment``), for the sentences
     (id, start, end in document offsets) of several matched chunks (FAISS id, the chunk's start
     offset), all in one pass. Every stored piece and every sentence gets a key in one sorted
     space (the chunk's place in ``match`` apart, then the document offset); pieces are in text
@@ -231,7 +248,13 @@ def sentence_late_scores(match: TokenMatch | None, query: LateQuery,
     owner = owner[inside]
     groups = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
     best = np.maximum.reduceat(match.sims[:, inside], groups, axis=1)
-    return _weighted_means(best, [sentences[int(owner[g])][2] for g in groups], query, credited)
+    owners = [sentences[int(owner[g])][2] for g in groups]
+    _credit(best, owners, credited)
+    means = (query.weights @ best) / float(query.weights.sum())
+    weakest = best.min(axis=0)
+    rarest = best[int(np.argmax(query.weights))]
+    return {key: Alignment(float(m), float(w), float(r)) for key, m, w, r in zip(
+        owners, means.tolist(), weakest.tolist(), rarest.tolist(), strict=True)}
 
 
 class SentenceEvidence(NamedTuple):
@@ -249,6 +272,8 @@ class SentenceEvidence(NamedTuple):
     late: float = 0.0  # late interaction with the question, for the sentences of returned hits
     proximity: float = 0.0  # share of the question's word pairs it holds as pairs too
     terms: str = ""  # its stored term sequence (terms.term_sequence), for what it lacks
+    late_weakest: float = 0.0  # the weakest match of a question piece in it (``Alignment``)
+    late_rarest: float = 0.0  # the match of the question's rarest piece in it
 
 
 def gather(reader: IndexReader, rows: dict[int, dict[str, Any]], query_vector: np.ndarray,

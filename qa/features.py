@@ -53,6 +53,8 @@ SENTENCE_FEATURES = (
     "similarity_gap",       # its similarity minus the best candidate's
     "coverage_gap",         # its coverage minus the best candidate's
     "log_words",            # log(1 + words)
+    "late_weakest",         # the weakest late-interaction match of a question piece in it
+    "late_rarest",          # the match of the question's rarest piece in it
 )
 
 QUESTION_FEATURES = (
@@ -74,6 +76,8 @@ QUESTION_FEATURES = (
     "type_expected",        # 1 when the question wants an answer type (date, quantity, name ...)
     "type_missing",         # 1 when it does and the chosen sentence has none
     "question_terms",       # log(1 + the question's content terms)
+    "best_late_weakest",    # the chosen sentence's weakest match of a question piece
+    "best_late_rarest",     # ... and its match of the question's rarest piece
 )
 
 _ORDINAL = re.compile(r"\b(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|"
@@ -163,6 +167,7 @@ def sentence_matrix(candidates: Sequence[Candidate],
             after.coverage if after else 0.0, after.similarity if after else 0.0,
             0.0, 0.0,
             math.log1p(len(ev.text.split())),
+            ev.late_weakest, ev.late_rarest,
         ))
     out = np.array(rows, dtype=np.float64)
     gap = SENTENCE_FEATURES.index("similarity_gap")
@@ -255,4 +260,5 @@ def question_vector(question: str, sentence_scores: np.ndarray, passage_scores: 
         1.0 if wanted is not None else 0.0,
         1.0 if wanted is not None and not type_present else 0.0,
         math.log1p(len(qterms.weights)),
+        best.late_weakest, best.late_rarest,
     ], dtype=np.float64)

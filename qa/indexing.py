@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from qa import chunking, evidence, store, terms, textclean
+from qa import chunking, evidence, store, tables, terms, textclean
 from qa.acronyms import find_acronyms, gloss
 from qa.config import Settings
 from qa.corpus import (
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 # Bump when normalization, chunking, acronym rules, the embedded text or the stored sentence terms
 # change: it forces a full rebuild.
-PIPELINE_VERSION = "8"
+PIPELINE_VERSION = "9"
 HEADER_SECTION_CHARS = 80
 
 Progress = Callable[[str, int, int], None]
@@ -283,10 +283,17 @@ def chunk_text_offset(chunk: dict[str, Any]) -> int:
     return len(chunk["header"]) + 1
 
 
+def sentence_read_text(text: str, start: int, end: int) -> str:
+    """What a sentence says when read alone: the sentence, or for a table's row the row under
+    its caption and column headers (``qa.tables.row_context``). Embedded, and counted by term
+    coverage; the quoted text is always the slice itself."""
+    return tables.row_context(text, start, end) or text[start:end]
+
+
 def sentence_embed_text(text: str, start: int, end: int,
                         acronyms: list[tuple[str, str]]) -> str:
-    """What the encoder sees for a sentence: the sentence with its acronyms glossed."""
-    return gloss(text[start:end], acronyms)
+    """What the encoder sees for a sentence: what it says read alone, acronyms glossed."""
+    return gloss(sentence_read_text(text, start, end), acronyms)
 
 
 def _reuse(previous: store.IndexReader, doc_id: str) -> _PreparedDoc:
@@ -372,7 +379,8 @@ def _with_chunk_ids(doc: _PreparedDoc, first: int) -> list[tuple[int, int, str, 
         k = j
         while k > 0 and spans[k - 1][0] <= start and spans[k - 1][1] >= end:
             k -= 1
-        out.append((start, end, key, first + k, terms.term_sequence(doc.text[start:end])))
+        read = sentence_read_text(doc.text, start, end)
+        out.append((start, end, key, first + k, terms.term_sequence(read)))
     return out
 
 

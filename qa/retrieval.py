@@ -160,14 +160,14 @@ def search(reader: IndexReader, query: Query, query_vector: np.ndarray, *, k: in
     lexical_score = dict(lexical)
     found = evidence.gather(reader, rows, query_vector, qterms) if use_dense else {}
     scores = fused
-    per_sentence: dict[int, float] = {}
+    per_sentence: dict[int, evidence.Alignment] = {}
     if w.rerank and mode == "hybrid":
         named = {r for r, row in rows.items() if row["doc_id"] in query.named_docs}
         late_score, per_sentence = _late_interaction(reader, late, pool, rows, found)
         matrix = features.passage_matrix(
             pool, dense=dense_score, lexical=lexical_score, fused=fused, found=found,
             wanted=expected_answer_type(query.question), named=named, late=late_score,
-            sentence_late=per_sentence)
+            sentence_late={sid: a.late for sid, a in per_sentence.items()})
         scores = dict(zip(pool, scoring.model("reranker").score(matrix).tolist(), strict=True))
         if trace is not None:
             trace.update(pool=list(pool), rows=rows, matrix=matrix)
@@ -184,15 +184,23 @@ def search(reader: IndexReader, query: Query, query_vector: np.ndarray, *, k: in
         if len(hits) == k:
             break
     if per_sentence:
-        hits = [replace(h, evidence=tuple(s._replace(late=per_sentence.get(s.sentence_id, 0.0))
+        hits = [replace(h, evidence=tuple(_aligned(s, per_sentence.get(s.sentence_id))
                                           for s in h.evidence)) for h in hits]
     return hits, qterms
+
+
+def _aligned(sentence: SentenceEvidence,
+             alignment: evidence.Alignment | None) -> SentenceEvidence:
+    if alignment is None:
+        return sentence
+    return sentence._replace(late=alignment.late, late_weakest=alignment.weakest,
+                             late_rarest=alignment.rarest)
 
 
 def _late_interaction(reader: IndexReader, late: LateQuery | None, pool: list[int],
                       rows: dict[int, dict[str, Any]],
                       found: dict[int, list[SentenceEvidence]]
-                      ) -> tuple[dict[int, float], dict[int, float]]:
+                      ) -> tuple[dict[int, float], dict[int, evidence.Alignment]]:
     """Late interaction of every pooled passage and of each of its sentences, from one matrix
     product of the question's pieces with the passages' stored pieces."""
     if late is None:

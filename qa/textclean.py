@@ -67,6 +67,7 @@ class _Para:
     cont: bool = False  # footnote text carried over from the previous page, without a marker
     heading: bool = False
     floating: bool = False  # table, caption or page furniture that may sit inside a paragraph
+    item: bool = False  # a list item (after a bullet, or numbered like the line before it)
     seg: _Seg = field(default_factory=lambda: _Seg("", ()))
 
 
@@ -87,6 +88,8 @@ _NEWLINE = re.compile(r"[\r\v\x85\u2028\u2029]")
 _SPACE = re.compile(r"[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
 _JUNK = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u00ad\u200b-\u200d\u2060\ufeff\ufffd]")
 _WS = re.compile(r"\s{2,}|[^\S ]")
+_CELL_GAP = re.compile(r"\s*\t\s*")  # between two cells of a table row
+_WS_IN_CELL = re.compile(r"[^\S\t]{2,}|[^\S \t]")
 _PAIR = re.compile(r"\b([^\W\d_]+)-(?=([^\W\d_]+))")
 _NON_LETTERS = re.compile(r"[\W\d_]+")
 _HYPHEN_END = re.compile(r"(?<![-\u00ad])([^\W\d_]+)([-\u00ad])$")
@@ -233,9 +236,12 @@ def _split_block(block: list[_Line]) -> list[_Para]:
             cut = bullet.end() if bullet else 0
             seg = _Seg(text[cut:], line.seg.offs[cut:])
             item = line.lead or _LIST_ITEM.match(text)
-            if not paras or bullet or paras[-1].kind != "body" or _MD_HEADING.match(text) \
+            after = block[i + 1].seg.text if i + 1 < len(block) else ""
+            listed = not bullet and bool(_LIST_ITEM.match(text) and (
+                _LIST_ITEM.match(prev) or _LIST_ITEM.match(after)))
+            if not paras or bullet or listed or paras[-1].kind != "body" or _MD_HEADING.match(text) \
                     or _MD_HEADING.match(prev) or (item and _closed(prev)):
-                paras.append(_Para("body", [], first=i == 0))
+                paras.append(_Para("body", [], first=i == 0, item=listed))
             paras[-1].lines.append(seg)
     return [p for p in paras if any(s.text for s in p.lines)]
 
@@ -273,7 +279,8 @@ def _with_headings(paras: list[_Para]) -> list[_Para]:
         if count:
             out.append(_Para("body", para.lines[:count], first=para.first, heading=True))
         if count < len(para.lines):
-            out.append(_Para(para.kind, para.lines[count:], para.first and not count, para.cont))
+            out.append(_Para(para.kind, para.lines[count:], para.first and not count, para.cont,
+                             item=para.item and not count))
     return out
 
 
@@ -342,7 +349,12 @@ def _finish(para: _Para, lex: _Lexicon) -> None:
             seg = _drop(seg, pattern, fill, _marker_filter(before, check))
     if para.heading:
         seg = _drop(seg, _MD_MARKUP)
-    seg = _strip(_drop(_drop(seg, _JUNK), _WS, fill=" "))
+    seg = _drop(seg, _JUNK)
+    if para.kind == "table":  # a row keeps one tab between its cells (``qa.tables`` reads them)
+        seg = _drop(_drop(seg, _CELL_GAP, fill="\t"), _WS_IN_CELL, fill=" ")
+    else:
+        seg = _drop(seg, _WS, fill=" ")
+    seg = _strip(seg)
     para.seg = seg
     floating = _is_furniture(seg.text) or bool(_CAPTION.match(seg.text))
     para.floating = para.kind == "table" or floating
@@ -400,17 +412,19 @@ def _assemble(body: list[_Para], foot: list[_Para], lex: _Lexicon, raw_len: int)
             notes[-1] = _join_all([notes[-1], note.seg], lex)
         else:
             notes.append(note.seg)
-    items = [(p.seg, p.heading) for p in body if p.seg.text]
+    items = [(p.seg, p.heading, "row" if p.kind == "table" else "item" if p.item else "")
+             for p in body if p.seg.text]
     first_note = len(items)
-    items += [(seg, False) for seg in notes if seg.text]
+    items += [(seg, False, "") for seg in notes if seg.text]
     texts: list[str] = []
     offs: list[int] = []
     sections: list[Section] = []
     footnotes_start: int | None = None
-    for index, (seg, heading) in enumerate(items):
-        if texts:
-            texts.append("\n\n")
-            offs.extend([max(seg.offs[0] - 1, 0)] * 2)
+    for index, (seg, heading, row) in enumerate(items):
+        if texts:  # the rows of a table, the items of a list: the lines of one paragraph
+            gap = "\n" if row and items[index - 1][2] == row else "\n\n"
+            texts.append(gap)
+            offs.extend([max(seg.offs[0] - 1, 0)] * len(gap))
         if index == first_note:
             footnotes_start = len(offs)
         if heading:

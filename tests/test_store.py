@@ -446,8 +446,11 @@ def test_late_interaction_equals_brute_force_maxsim(tmp_path: Path) -> None:
         assert sorted(per_sentence) == [7, 8]  # no piece starts inside sentence 9
         for sid, pieces in ((7, [1, 2, 3]), (8, [4, 5, 6])):
             best = (query.vectors @ floats[3][pieces].T).max(axis=1)
-            assert per_sentence[sid] == pytest.approx(
+            assert per_sentence[sid].late == pytest.approx(
                 float(query.weights @ best / query.weights.sum()), abs=0.01)
+            # piece by piece: the weakest match, and the rarest piece's (weight 2.0, row 1)
+            assert per_sentence[sid].weakest == pytest.approx(float(best.min()), abs=0.01)
+            assert per_sentence[sid].rarest == pytest.approx(float(best[1]), abs=0.01)
         assert evidence.sentence_late_scores(match, query, [(1, 0, spans)]) == {}  # not matched
         # Several chunks at once give each chunk's own sentences the same scores.
         both = evidence.sentence_late_scores(match, query,
@@ -455,7 +458,7 @@ def test_late_interaction_equals_brute_force_maxsim(tmp_path: Path) -> None:
         assert both[7] == pytest.approx(per_sentence[7])
         assert both[8] == pytest.approx(per_sentence[8])
         best = (query.vectors @ floats[0][[1, 2, 3]].T).max(axis=1)  # pieces at 0, 10, 20
-        assert both[1] == pytest.approx(float(query.weights @ best / query.weights.sum()),
+        assert both[1].late == pytest.approx(float(query.weights @ best / query.weights.sum()),
                                         abs=0.01)
         # Chunk frequency of each word piece: chunks holding it, however often.
         expected = {int(p): sum(int(p) in set(i.tolist()) for i in ids) for p in range(4)}
@@ -517,7 +520,10 @@ def test_credited_pieces_match_fully(tmp_path: Path) -> None:
         per_sentence = evidence.sentence_late_scores(match, query, [(0, 0, spans)], {8: (1,)})
         best = (q @ floats[2:].T).max(axis=1)
         best[1] = 1.0
-        assert per_sentence[8] == pytest.approx(float(query.weights @ best / 6.0), abs=0.01)
+        assert per_sentence[8].late == pytest.approx(float(query.weights @ best / 6.0),
+                                                     abs=0.01)
+        assert per_sentence[8].weakest == pytest.approx(float(best.min()), abs=0.01)
+        assert per_sentence[8].rarest == pytest.approx(float(best[2]), abs=0.01)  # weight 3.0
         assert per_sentence[7] == pytest.approx(
             evidence.sentence_late_scores(match, query, [(0, 0, spans)])[7])
     finally:

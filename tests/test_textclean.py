@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from qa.textclean import CleanText, normalize
+from qa.textclean import _LIST_ITEM, CleanText, normalize
 
 CORPUS = Path("/work/shared/corpus")
 CORPUS_NAMES = [
@@ -172,7 +172,11 @@ def assert_invariants(raw: str, clean: CleanText) -> None:
     assert clean.text == clean.text.strip()
     assert "\n\n\n" not in clean.text
     if clean.text:
-        assert all(p and "\n" not in p for p in paragraphs(clean))
+        # One line per paragraph, but for a table (a row per line, cells split by tabs) and a
+        # numbered or dashed list (an item per line).
+        assert all(p and ("\n" not in p or all("\t" in row for row in p.split("\n"))
+                          or all(_LIST_ITEM.match(item) for item in p.split("\n")))
+                   for p in paragraphs(clean))
     starts = [s.start for s in clean.sections]
     assert starts == sorted(starts)
     for section in clean.sections:

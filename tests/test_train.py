@@ -90,7 +90,8 @@ def test_train_writes_three_reproducible_models(tmp_path: Path, train_main: obje
     for run in ("one", "two"):
         out = tmp_path / run
         train_main(["--data", str(data), "--articles", *ARTICLES, "--workdir",  # type: ignore[operator]
-                    str(tmp_path / "work"), "--out", str(out), "--encoder", "torch"])
+                    str(tmp_path / "work"), "--out", str(out), "--encoder", "torch",
+                    "--no-gold"])
         runs.append({n: json.loads((out / f"{n}.json").read_text()) for n in scoring.FEATURE_SETS})
     first, second = runs
     for name, doc in first.items():
@@ -109,3 +110,4 @@ def test_train_writes_three_reproducible_models(tmp_path: Path, train_main: obje
 def test_train_refuses_held_out_articles(tmp_path: Path, train_main: object) -> None:
     with pytest.raises(SystemExit, match="held-out"):
         train_main(["--data", str(tmp_path / "none.json"), "--articles", "Normans"])  # type: ignore[operator]
+
