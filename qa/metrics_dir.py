@@ -74,7 +74,10 @@ def gunicorn_hooks(path: Path) -> dict[str, Any]:
     def child_exit(server: Any, worker: Any) -> None:
         worker_exited(path, worker.pid)
 
+    master = os.getpid()
+
     def on_exit(server: Any) -> None:
-        remove(path)
+        if os.getpid() == master:
+            remove(path)
 
     return {"child_exit": child_exit, "on_exit": on_exit}

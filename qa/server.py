@@ -8,6 +8,7 @@ up newly published index versions by itself through QAService.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,11 @@ def run_gunicorn(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
     metrics_path = metrics_dir.prepare()
     options = {**gunicorn_options(host, port, workers, threads, access_log),
                **metrics_dir.gunicorn_hooks(metrics_path)}
+    master = os.getpid()
     try:
         QAApplication(settings, options, metrics_path).run()
     finally:
-        metrics_dir.remove(metrics_path)
+        # A worker leaves run() through this frame too (gunicorn forks inside it): only the
+        # master removes the directory.
+        if os.getpid() == master:
+            metrics_dir.remove(metrics_path)

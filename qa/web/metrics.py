@@ -160,8 +160,7 @@ def install(app: Flask, metrics: Metrics, token: str) -> None:
                 raise UnauthorizedError("a valid 'Authorization: Bearer <token>' header is "
                                         "required (QA_METRICS_TOKEN)")
         metrics.observe_index(app.extensions["qa"].service)
-        return Response(metrics.exposition(), mimetype=CONTENT_TYPE_LATEST.split(";")[0],
-                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return Response(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
 
     app.after_request(count)
     app.add_url_rule("/metrics", "metrics", scrape)

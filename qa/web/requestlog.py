@@ -40,8 +40,9 @@ def configure(settings: Settings) -> logging.Logger:
     handler.qa_request_log = True  # type: ignore[attr-defined]
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter(
-            "%(asctime)s %(levelname)s %(name)s %(message)s",
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"}))
+            "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger",
+                           "process": "pid"}))
     else:
         handler.setFormatter(logging.Formatter(_PLAIN))
     logger.addHandler(handler)
