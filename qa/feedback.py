@@ -35,6 +35,13 @@ def feedback_path(settings: Settings) -> Path:
     return settings.index_dir / FEEDBACK_FILE
 
 
+def _text(value: object) -> str:
+    """``value`` as storable text: lone surrogates (valid in JSON escapes, not in UTF-8) and
+    NUL become U+FFFD."""
+    text = str(value or "").replace("\x00", "\ufffd")
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
 def _fold(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
 
@@ -51,11 +58,11 @@ class FeedbackBook:
         rating = body["rating"]
         if rating not in RATINGS:
             raise BadRequestError(f"rating must be one of {', '.join(RATINGS)}; got {rating!r}")
-        question = " ".join(str(body["question"]).split())
+        question = " ".join(_text(body["question"]).split())
         if not question:
             raise BadRequestError("question is empty")
-        comment = " ".join(str(body.get("comment") or "").split())[:MAX_COMMENT_CHARS] or None
-        answer = str(body.get("answer") or "")[:MAX_ANSWER_CHARS] or None
+        comment = " ".join(_text(body.get("comment")).split())[:MAX_COMMENT_CHARS] or None
+        answer = _text(body.get("answer"))[:MAX_ANSWER_CHARS] or None
         citations = list(body.get("citations") or [])
         feedback_id = self.store.add(rating, question, answer, comment, body["index_version"],
                                      citations)

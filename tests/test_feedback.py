@@ -161,3 +161,14 @@ def test_export_writes_not_helpful_questions_as_gold_candidates(tmp_path: Path) 
     assert candidate.question == "Who chairs the forum?" and candidate.answer is None
     printed = CliRunner().invoke(cli, ["feedback", "export", "--feedback-db", str(db)])
     assert [json.loads(x)["id"] for x in printed.output.splitlines()] == [row["id"]]
+
+
+def test_feedback_text_that_utf8_cannot_hold_is_stored_replaced(service: QAService) -> None:
+    client = create_app(service.settings, service).test_client()
+    raw = '{"rating": "helpful", "question": "lone \\ud800 surrogate", "index_version": "v1", ' \
+          '"comment": "nul \\u0000 here"}'
+    response = client.post("/api/v1/feedback", data=raw, content_type="application/json")
+    assert response.status_code == 201, response.data
+    (row,) = FeedbackBook(service.settings).store.rows()
+    assert row["question"].startswith("lone ") and "\ud800" not in row["question"]
+    assert "\x00" not in row["comment"]

@@ -91,3 +91,14 @@ def test_plain_log_is_the_default(tiny_service: QAService,
     assert "qa.requests: POST /api/v1/answer 200 " in line
     assert "abstained=False" in line and JWC not in line
     assert not line.startswith("{")
+
+
+def test_a_rate_limited_request_keeps_the_client_id(tiny_service: QAService) -> None:
+    client = create_app(tiny_service.settings.replace(rate_limit=1), tiny_service).test_client()
+    assert client.get("/api/v1/documents", environ_base={"REMOTE_ADDR": "10.9.9.9"}
+                      ).status_code == 200
+    refused = client.get("/api/v1/documents", headers={"X-Request-ID": "limited-1"},
+                         environ_base={"REMOTE_ADDR": "10.9.9.9"})
+    assert refused.status_code == 429
+    assert refused.headers["X-Request-ID"] == "limited-1"
+    assert refused.get_json()["error"]["request_id"] == "limited-1"

@@ -57,7 +57,7 @@ class FeedbackStore:
                 "INSERT INTO feedback (created, rating, question, answer, comment, index_version, "
                 "citations) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (time.time(), rating, question, answer, comment, index_version,
-                 json.dumps(citations, ensure_ascii=False)))
+                 json.dumps(citations)))  # ASCII: a lone surrogate is escaped, not refused
         except sqlite3.Error as e:
             raise IndexWriteError(f"feedback cannot be written to {self.path}: {e}") from e
         return int(cursor.lastrowid or 0)

@@ -61,10 +61,11 @@ def create_app(settings: Settings | None = None, service: QAService | None = Non
     app.register_blueprint(docs)
     app.add_url_rule("/healthz", "healthz", healthz)
     app.add_url_rule("/readyz", "readyz", readyz)
-    ratelimit.install(app, settings)
-    # after_request hooks run last-registered first: the headers are set before the request is
-    # counted and logged.
+    # First, so that a request the rate limiter refuses still gets its id and its log line.
+    # (after_request hooks run last-registered first: the headers are set before the request
+    # is counted and logged.)
     requestlog.install(app, settings)
+    ratelimit.install(app, settings)
     metrics.install(app, state.metrics, settings.metrics_token)
     app.after_request(_security_headers)
     errors.install(app)

@@ -12,10 +12,10 @@ abstained, as plain text (the default, for a terminal) or as one JSON object per
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -73,13 +73,13 @@ def accepted_id(value: str | None) -> str:
     """The client's id when well formed, else a new one."""
     if value is not None and _WELL_FORMED.fullmatch(value):
         return value
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 def request_id() -> str:
     """The current request's id (a new one if the request never reached ``start``)."""
     if "request_id" not in g:
-        g.request_id = uuid.uuid4().hex
+        g.request_id = os.urandom(16).hex()
     rid: str = g.request_id
     return rid
 
