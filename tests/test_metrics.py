@@ -42,7 +42,9 @@ def sample(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
-def test_metrics_count_requests_answers_stages_and_the_index(tiny_service: QAService) -> None:
+def test_metrics_count_requests_answers_stages_and_the_index(built_tiny: Settings,
+                                                             embedder: Any) -> None:
+    tiny_service = QAService(built_tiny, embedder=embedder)  # its own, empty answer cache
     client = create_app(tiny_service.settings, tiny_service).test_client()
     assert client.post("/api/v1/answer", json={"question": JWC}).status_code == 200
     assert client.post("/api/v1/answer", json={"question": JWC}).status_code == 200  # cached
