@@ -1,4 +1,4 @@
-"""The command line: ``qa index | verify | search | ask | eval | serve | settings``.
+"""The command line: ``qa index | verify | search | ask | eval | serve | feedback | settings``.
 
 A thin door over ``QAService``. Owns argument parsing, terminal output, progress bars and the one
 place where core errors become a message and an exit status.
@@ -40,7 +40,9 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "ask": ANSWER_SETTINGS,
     "eval": ANSWER_SETTINGS,
     "serve": ("corpus_dir", *ANSWER_SETTINGS, "max_upload_bytes", "rate_limit",
-              "trusted_proxies", "reload_interval", "cache_size"),
+              "trusted_proxies", "reload_interval", "cache_size", "log_format",
+              "log_questions", "feedback_db"),
+    "feedback export": ("index_dir", "feedback_db"),
 }
 SHORT_FLAGS = {"top_k": "-k"}
 
@@ -300,6 +302,40 @@ def _build_in_child(settings: Settings) -> None:
 
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         pool.submit(_build_with_progress, settings).result()
+
+
+@cli.group("feedback")
+def feedback_group() -> None:
+    """What users said of answers (the "Helpful / Not helpful" buttons and POST
+    /api/v1/feedback). Example: qa feedback export --out candidates.jsonl
+    """
+
+
+@feedback_group.command("export")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the candidates to this JSONL file [default: standard output].")
+@click.option("--gold", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Leave out questions this gold file already holds [default: the bundled "
+                   "gold set].")
+@_settings_options("feedback export")
+def feedback_export_cmd(out: Path | None, gold: Path | None, **overrides: Any) -> None:
+    """Write the "not helpful" questions as gold-set candidates (the gold file's JSON lines,
+    without an answer, for a person to complete), one per distinct question.
+
+    Example: qa feedback export --out candidates.jsonl
+    """
+    from qa.evaluation import DEFAULT_GOLD, load_gold
+    from qa.feedback import FeedbackBook, write_candidates
+
+    settings = _settings(**overrides)
+    known = [q.question for q in load_gold(gold or DEFAULT_GOLD)]
+    rows = FeedbackBook(settings).candidates(known)
+    if out is None:
+        for row in rows:
+            click.echo(json.dumps(row, ensure_ascii=False))
+        return
+    write_candidates(rows, out)
+    click.echo(f"wrote {len(rows)} candidate{'s' if len(rows) != 1 else ''} to {out}", err=True)
 
 
 @cli.command("settings")

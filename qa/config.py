@@ -150,6 +150,27 @@ class Settings:
         default=256, metadata={"help": "Answers kept in the per-process cache.", "min": 0,
                                "max": 100000}
     )
+    # -- issue 18: running it as a service ---------------------------------------------------
+    metrics_token: str = field(
+        default="",
+        metadata={"help": "Bearer token that GET /metrics requires (empty: open to all).",
+                  "secret": True},
+    )
+    log_format: str = field(
+        default="plain",
+        metadata={"help": "Format of the one log line per request: plain text, or json (one "
+                          "object per line).", "choices": ("plain", "json")},
+    )
+    log_questions: int = field(
+        default=0,
+        metadata={"help": "Write each question into its request log line (1) or not (0).",
+                  "min": 0, "max": 1},
+    )
+    feedback_db: str = field(
+        default="",
+        metadata={"help": "SQLite file where answer feedback is kept across rebuilds (empty: "
+                          "feedback.sqlite in the index directory, outside its builds)."},
+    )
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None,

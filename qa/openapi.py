@@ -38,8 +38,10 @@ SCHEMAS: dict[str, Any] = {
     "Error": _obj({"error": _obj(
         {"code": {"type": "string"}, "message": {"type": "string"},
          "error_id": {"type": "string", "description": "Server-side failures (5xx) only: the id "
-                      "under which the details are logged."}},
-        required=["code", "message"])}),
+                      "under which the details are logged."},
+         "request_id": {"type": "string", "description": "The request's id (also in the "
+                        "X-Request-ID header and the request log)."}},
+        required=["code", "message", "request_id"])}),
     "AnswerRequest": _obj({
         "question": {"type": "string", "description": "The question (1-max_question_chars "
                      "characters after whitespace is collapsed; else 422)."},
@@ -144,6 +146,25 @@ SCHEMAS: dict[str, Any] = {
         "started": _NUMBER_OR_NULL, "finished": _NUMBER_OR_NULL,
     }),
     "JobResponse": _obj({"job": _ref("Job")}),
+    "Deleted": _obj({
+        "doc_id": {"type": "string"},
+        "removed": {"type": "array", "items": {"type": "string"},
+                    "description": "Paths removed from the corpus directory (the document and "
+                    "its own sidecar)."},
+    }),
+    "FeedbackRequest": _obj({
+        "rating": {"enum": ["helpful", "not_helpful"]},
+        "question": {"type": "string", "minLength": 1, "maxLength": 2000},
+        "answer": {"type": "string", "maxLength": 4000,
+                   "description": "The answer text that was judged."},
+        "comment": {"type": "string", "maxLength": 1000},
+        "index_version": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,100}$"},
+        "citations": {"type": "array", "items": _ref("Citation"), "maxItems": 10},
+    }, required=["rating", "question", "index_version"]),
+    "FeedbackResponse": _obj({"feedback": _obj({
+        "id": {"type": "integer"}, "rating": {"enum": ["helpful", "not_helpful"]},
+        "question": {"type": "string"}, "index_version": {"type": "string"},
+        "comment": _NULLABLE_STR})}),
 }
 
 
@@ -170,6 +191,7 @@ _JSON_BODY_ERRORS = {
     "413": _error("Body larger than 64 KB."),
     "415": _error("Content-Type is not application/json."),
 }
+FEEDBACK_BODY_LIMIT = 8 * 1024
 _NO_INDEX = {"503": _error("No index has been built, or the published one is damaged.")}
 
 
@@ -246,14 +268,35 @@ def openapi_document(max_question_chars: int = 1000) -> dict[str, Any]:
                                  "schema": {"type": "boolean", "default": False}}],
                     requestBody={"required": True, "content": {"multipart/form-data": {
                         "schema": {"type": "object", "required": ["file"], "properties": {
-                            "file": {"type": "string", "format": "binary"}}}}}}),
+                            "file": {"type": "string", "format": "binary"},
+                            "title": {"type": "string", "description": "Sidecar title."},
+                            "authors": {"type": "string", "description": "Sidecar authors, "
+                                        "separated by commas, semicolons or new lines."},
+                            "date": {"type": "string", "description": "Sidecar date: YYYY, "
+                                     "YYYY-MM or YYYY-MM-DD."}}}}}}),
             },
-            "/api/v1/documents/{doc_id}": {"get": _op(
-                "One document: metadata, normalized text and chunk spans",
-                _ok("200", "The document.", "Document"),
-                {"404": _error("Unknown document.")}, _NO_INDEX,
-                parameters=[{"name": "doc_id", "in": "path", "required": True,
-                             "schema": {"type": "string"}}])},
+            "/api/v1/documents/{doc_id}": {
+                "get": _op(
+                    "One document: metadata, normalized text and chunk spans",
+                    _ok("200", "The document.", "Document"),
+                    {"404": _error("Unknown document.")}, _NO_INDEX,
+                    parameters=[{"name": "doc_id", "in": "path", "required": True,
+                                 "schema": {"type": "string"}}]),
+                "delete": _op(
+                    "Remove a document of the served index from the corpus (admin); it stays "
+                    "answerable until the next rebuild",
+                    _ok("200", "Removed from the corpus directory.", "Deleted"),
+                    _ADMIN_ERRORS, _NO_INDEX,
+                    security=bearer,
+                    parameters=[{"name": "doc_id", "in": "path", "required": True,
+                                 "schema": {"type": "string"}}]),
+            },
+            "/api/v1/feedback": {"post": _op(
+                "Say whether an answer helped",
+                _ok("201", "Stored.", "FeedbackResponse"),
+                {**_JSON_BODY_ERRORS,
+                 "413": _error(f"Body larger than {FEEDBACK_BODY_LIMIT // 1024} KB.")},
+                requestBody={"required": True, "content": _json("FeedbackRequest")})},
             "/api/v1/index": {"post": _op(
                 "Start an incremental rebuild in the background (admin)",
                 _ok("202", "The job was started.", "JobResponse",
@@ -272,6 +315,15 @@ def openapi_document(max_question_chars: int = 1000) -> dict[str, Any]:
                 "summary": "This document",
                 "responses": {"200": {"description": "OpenAPI 3.1",
                                       "content": {"application/json": {}}}}}},
+            "/metrics": {"get": {
+                "summary": "Prometheus metrics of every worker (bearer token when "
+                           "metrics_token is set)",
+                "security": [{}, {"bearer": []}],
+                "responses": {
+                    "200": {"description": "Prometheus text format.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    "401": _error("metrics_token is set and the bearer token is missing or "
+                                  "wrong.")}}},
             "/healthz": {"get": {
                 "summary": "Liveness: the process answers",
                 "responses": {"200": {"description": "Alive.", "content": _json("Health")}}}},
@@ -293,3 +345,46 @@ def validator(name: str) -> Draft202012Validator:
     Built once per schema: validators are immutable and safe to share between threads."""
     schema = {**SCHEMAS[name], "components": {"schemas": SCHEMAS}}
     return Draft202012Validator(schema)
+
+
+def as_openapi_30(document: dict[str, Any]) -> dict[str, Any]:
+    """The same description in OpenAPI 3.0 terms, for the bundled Swagger UI (4.x), which does
+    not render 3.1: type lists with "null" become ``nullable``, ``const`` a one-value ``enum``,
+    ``prefixItems`` an ``items`` union, a ``oneOf`` with a null branch a nullable schema."""
+    converted = _schema_30(copy.deepcopy(document))
+    converted["openapi"] = "3.0.3"
+    return converted
+
+
+def _schema_30(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_schema_30(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _schema_30(value) for key, value in node.items()}
+    kind = node.get("type")
+    if isinstance(kind, list):
+        kinds = [k for k in kind if k != "null"]
+        if "null" in kind:
+            node["nullable"] = True
+        if len(kinds) == 1:
+            node["type"] = kinds[0]
+        else:
+            del node["type"]
+            node["anyOf"] = [{"type": k} for k in kinds]
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    if "prefixItems" in node:
+        node["items"] = {"anyOf": node.pop("prefixItems")}
+    branches = node.get("oneOf")
+    if isinstance(branches, list) and {"type": "null"} in branches:
+        rest = [b for b in branches if b != {"type": "null"}]
+        del node["oneOf"]
+        node["nullable"] = True
+        if len(rest) == 1 and "$ref" in rest[0]:
+            node["allOf"] = rest
+        elif len(rest) == 1:
+            node.update(rest[0])
+        else:
+            node["oneOf"] = rest
+    return node

@@ -111,11 +111,16 @@ def _within(value: str, networks: Sequence[Network]) -> bool:
     return any(address in network for network in networks)
 
 
+# Form posts that count like questions: answer feedback and admin sign-in attempts.
+LIMITED_FORMS = ("pages.feedback", "admin.login")
+
+
 def runs_question() -> bool:
-    """Whether the current request is rate limited: every JSON API call and the question page
-    when it asks (``GET /?q=``)."""
-    return request.path.startswith("/api/") or (request.endpoint == "pages.ask"
-                                                and "q" in request.args)
+    """Whether the current request is rate limited: every JSON API call, the question page
+    when it asks (``GET /?q=``), the feedback form and the admin sign-in. (The API docs page
+    and its assets are not API calls.)"""
+    return (request.path.startswith("/api/v1/") or request.endpoint in LIMITED_FORMS
+            or (request.endpoint == "pages.ask" and "q" in request.args))
 
 
 def install(app: Flask, settings: Settings) -> Limiter | None:

@@ -8,10 +8,13 @@ up newly published index versions by itself through QAService.
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from qa import metrics_dir
 from qa.config import Settings
 
 log = logging.getLogger(__name__)
@@ -54,9 +57,11 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int = 4,
 class QAApplication(BaseApplication):
     """A gunicorn application whose workers each call ``create_app(settings)``."""
 
-    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+    def __init__(self, settings: Settings, options: dict[str, Any],
+                 metrics_path: Path | None = None) -> None:
         self.settings = settings
         self.options = options
+        self.metrics_path = metrics_path
         super().__init__()
 
     def load_config(self) -> None:
@@ -69,7 +74,7 @@ class QAApplication(BaseApplication):
 
         from qa.web import create_app
 
-        app = create_app(self.settings)
+        app = create_app(self.settings, metrics_dir=self.metrics_path)
         # One request is served by one thread. A BLAS that spreads each matrix product (late
         # interaction's) over every core makes concurrent requests wait on each other's threads:
         # measured 38 answers/s at 4 clients instead of 111. Set after the app has loaded its
@@ -83,4 +88,16 @@ def run_gunicorn(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
     """Serve until interrupted (blocks)."""
     hide_server_version()
     log.info("serving on http://%s:%d with %d workers", host, port, workers)
-    QAApplication(settings, gunicorn_options(host, port, workers, threads, access_log)).run()
+    # Every worker's metrics go to files in one directory per run, so that a scrape answered
+    # by any worker counts them all.
+    metrics_path = metrics_dir.prepare()
+    options = {**gunicorn_options(host, port, workers, threads, access_log),
+               **metrics_dir.gunicorn_hooks(metrics_path)}
+    master = os.getpid()
+    try:
+        QAApplication(settings, options, metrics_path).run()
+    finally:
+        # A worker leaves run() through this frame too (gunicorn forks inside it): only the
+        # master removes the directory.
+        if os.getpid() == master:
+            metrics_dir.remove(metrics_path)

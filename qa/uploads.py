@@ -1,10 +1,11 @@
-"""Adding documents to the corpus directory safely: clean file names, size and type checks, and
-an atomic write (a hidden temp file renamed into place), so an interrupted or invalid upload never
-leaves half a document where the indexer would read it."""
+"""Adding documents to the corpus directory safely, and removing them: clean file names, size and
+type checks, and atomic writes (a hidden temp file renamed into place), so an interrupted or
+invalid upload never leaves half a document, or half a sidecar, where the indexer would read it."""
 
 from __future__ import annotations
 
 import codecs
+import json
 import os
 import re
 import tempfile
@@ -13,7 +14,13 @@ from pathlib import Path
 from typing import IO
 
 from qa.corpus import IGNORED_NAMES, META_SUFFIX, SUPPORTED_SUFFIXES
-from qa.errors import BadRequestError, ConflictError, TooLargeError, UnsupportedMediaError
+from qa.errors import (
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    TooLargeError,
+    UnsupportedMediaError,
+)
 
 MAX_NAME_CHARS = 100
 MAX_NAME_BYTES = 200  # UTF-8 bytes; file systems allow 255
@@ -129,3 +136,72 @@ def _copy_checked(stream: IO[bytes], out: IO[bytes], suffix: str, max_bytes: int
     if suffix == ".pdf" and not head.startswith(b"%PDF-"):
         raise BadRequestError("not a PDF file: it does not start with %PDF-")
     return size
+
+
+DATE_PATTERN = re.compile(r"\d{4}(-\d{2}(-\d{2})?)?")
+MAX_META_CHARS = 500
+MAX_AUTHORS = 50
+
+
+def sidecar_metadata(title: str | None, authors: str | list[str] | None,
+                     date: str | None) -> dict[str, object]:
+    """The sidecar of an uploaded document from form or API fields: title, authors (a list, or
+    one string separated by commas, semicolons or new lines) and date (YYYY, YYYY-MM or
+    YYYY-MM-DD). Empty fields are left out; an empty result means no sidecar."""
+    meta: dict[str, object] = {}
+    title = " ".join((title or "").split())
+    if len(title) > MAX_META_CHARS:
+        raise BadRequestError(f"title is longer than {MAX_META_CHARS} characters")
+    if title:
+        meta["title"] = title
+    names = authors if isinstance(authors, list) else re.split(r"[;,\n]", authors or "")
+    cleaned = [" ".join(str(n).split()) for n in names if str(n).strip()]
+    if len(cleaned) > MAX_AUTHORS or any(len(n) > MAX_META_CHARS for n in cleaned):
+        raise BadRequestError(f"at most {MAX_AUTHORS} authors of {MAX_META_CHARS} characters each")
+    if cleaned:
+        meta["authors"] = cleaned
+    date = (date or "").strip()
+    if date:
+        if not DATE_PATTERN.fullmatch(date):
+            raise BadRequestError(f"date must look like 2024, 2024-05 or 2024-05-31; got {date!r}")
+        meta["date"] = date
+    return meta
+
+
+def save_sidecar(corpus_dir: Path, name: str, meta: dict[str, object]) -> None:
+    """Write ``<name>.meta.json`` (the sidecar of this file alone) atomically."""
+    target = corpus_dir / f"{name}{META_SUFFIX}"
+    fd, tmp_name = tempfile.mkstemp(dir=corpus_dir, prefix=".upload-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(meta, out, ensure_ascii=False, indent=2)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp_name, target)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+
+
+def delete_document(corpus_dir: Path, rel_path: str) -> list[str]:
+    """Remove a document file (a path relative to the corpus directory, as the index records
+    it) and the sidecar that belongs to it alone. Returns the removed paths. The document stays
+    answerable until the next rebuild."""
+    root = corpus_dir.resolve()
+    target = (corpus_dir / rel_path).resolve()
+    if root not in target.parents or target.suffix.lower() not in SUPPORTED_SUFFIXES:
+        raise BadRequestError(f"{rel_path!r} is not a document of the corpus")
+    if not target.is_file():
+        raise NotFoundError(f"{rel_path} is no longer in the corpus (rebuild the index to "
+                            "remove it from answers)")
+    removed = []
+    own = target.with_name(target.name + META_SUFFIX)
+    shared = target.with_name(target.stem + META_SUFFIX)
+    target.unlink()
+    removed.append(rel_path)
+    siblings = [p for p in target.parent.glob(f"{target.stem}.*")
+                if p.suffix.lower() in SUPPORTED_SUFFIXES and p != target]
+    for meta in (own, *([shared] if not siblings else [])):
+        if meta.is_file():
+            meta.unlink()
+            removed.append(str(meta.relative_to(root)))
+    return removed

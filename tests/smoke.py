@@ -178,6 +178,22 @@ def check_service(base: str, say: Callable[[str], None]) -> None:
            "an answer sentence cites a document that is not in the citations")
     say(f"POST /api/v1/answer cites {sorted(cited)}")
 
+    status, _, page = fetch(base + "/api/docs")
+    scripts = re.findall(r'<script src="([^"]+)"', page)
+    expect(status == 200 and len(scripts) == 3, f"GET /api/docs answered {status} with "
+           f"{len(scripts)} scripts")
+    for src in scripts:
+        status, kind, body = fetch(urllib.parse.urljoin(base + "/", src))
+        expect(status == 200 and "javascript" in kind and len(body) > 100,
+               f"the script {src} of /api/docs answered {status} {kind}")
+    say("GET /api/docs serves Swagger UI from the installed package's files")
+
+    # Two answers so far (the page and the API), whichever workers gave them.
+    status, _, text = fetch(base + "/metrics")
+    expect(status == 200 and re.search(r"^qa_answers_total 2\.0$", text, re.MULTILINE)
+           is not None, f"GET /metrics answered {status} without the two answers counted")
+    say("GET /metrics counts the answers of every worker")
+
 
 def serve_and_check(name: str, cmd: list[str], cwd: Path, env: dict[str, str], port: int,
                     log: Path) -> None:

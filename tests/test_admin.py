@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 from pathlib import Path
@@ -271,3 +272,40 @@ def test_job_registry_refuses_while_another_worker_runs(tmp_path: Path) -> None:
             JobRegistry(tmp_path / "jobs").start(lambda progress: {})
     finally:
         release.set()
+
+
+# -- sidecars and deletion over the API ---------------------------------------------------------
+def test_upload_with_sidecar_fields(client: FlaskClient, corpus: Path) -> None:
+    response = client.post("/api/v1/documents", headers=AUTH, data={
+        "file": (io.BytesIO(ARAL.encode()), "aral.txt"), "title": " The  Aral Sea Bridge ",
+        "authors": "A. Karimov; B. Lee\nC. Ode", "date": "2033"},
+        content_type="multipart/form-data")
+    assert response.status_code == 201, response.data
+    assert json.loads((corpus / "aral.txt.meta.json").read_text()) == {
+        "title": "The Aral Sea Bridge", "authors": ["A. Karimov", "B. Lee", "C. Ode"],
+        "date": "2033"}
+    bad = client.post("/api/v1/documents", headers=AUTH, data={
+        "file": (io.BytesIO(ARAL.encode()), "other.txt"), "date": "yesterday"},
+        content_type="multipart/form-data")
+    assert_json_error(bad, 400, "bad_request")
+    assert not (corpus / "other.txt").exists()
+
+
+def test_delete_a_document_over_the_api(admin_app: Flask) -> None:
+    client = admin_app.test_client()
+    settings = admin_app.extensions["qa"].settings
+    target = settings.corpus_dir / "lake-baikal-accord.txt"
+    assert target.exists() and (settings.corpus_dir / "lake-baikal-accord.meta.json").exists()
+    assert_json_error(client.delete("/api/v1/documents/lake-baikal-accord"), 401,
+                      "unauthorized")
+    assert_json_error(client.delete("/api/v1/documents/nope", headers=AUTH), 404, "not_found")
+    response = client.delete("/api/v1/documents/lake-baikal-accord", headers=AUTH)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert not list(openapi.validator("Deleted").iter_errors(body))
+    assert body["removed"] == ["lake-baikal-accord.txt", "lake-baikal-accord.meta.json"]
+    assert not target.exists()
+    assert not (settings.corpus_dir / "lake-baikal-accord.meta.json").exists()
+    # Still in the served index until a rebuild; deleting again says the file is gone.
+    assert_json_error(client.delete("/api/v1/documents/lake-baikal-accord", headers=AUTH), 404,
+                      "not_found")

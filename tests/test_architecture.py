@@ -5,8 +5,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parent.parent / "qa"
 MODULES = sorted(PACKAGE.rglob("*.py"))  # subpackages too: qa/store/ is a package of modules
 STORE = PACKAGE / "store"
@@ -112,11 +110,23 @@ def test_storage_checker_names_an_import_outside_the_store(tmp_path: Path) -> No
                                                     "qa/sub/ann.py": ["faiss"]}
 
 
+WEB = PACKAGE / "web"
+
+
+def test_web_is_a_package_of_modules() -> None:
+    assert not (PACKAGE / "web.py").exists()  # a module beside the package would shadow it
+    names = {p.stem for p in WEB.glob("*.py")}
+    assert {"__init__", "app", "api", "pages", "admin", "presentation", "metrics"} <= names
+
+
 def test_web_imports_no_heavy_libraries() -> None:
-    web = PACKAGE / "web.py"
-    if not web.exists():
-        pytest.skip("qa/web.py does not exist yet")
-    assert _imports(web) & {"faiss", "torch", "sqlite3", "numpy", *MODEL_LIBS} == set()
+    modules = sorted(WEB.rglob("*.py"))
+    assert modules
+    offenders = {_rel(p): sorted(_imports(p) & {"faiss", "torch", "sqlite3", "numpy",
+                                                *MODEL_LIBS})
+                 for p in modules if _imports(p) & {"faiss", "torch", "sqlite3", "numpy",
+                                                    *MODEL_LIBS}}
+    assert offenders == {}
 
 
 def test_only_config_reads_the_environment() -> None:

@@ -1,8 +1,11 @@
-"""The real app in a real headless Chromium: ask, follow a citation to its source, no XSS."""
+"""The real app in a real headless Chromium: ask, follow a citation to its source, no XSS; the
+API docs page with "Try it out"; the admin page from sign-in to a document uploaded, answered,
+deleted and no longer answered."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from collections.abc import Iterator
@@ -52,6 +55,7 @@ def driver(tmp_path: Path) -> Iterator[Any]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update",
                 "--disable-sync", "--disable-dev-shm-usage", "--window-size=1200,1400",
@@ -161,3 +165,137 @@ def test_script_inside_a_document_is_shown_never_run(driver: Any, hostile_url: s
         assert driver.execute_script(f"return window.{name} === undefined") is True
     assert driver.execute_script("return document.scripts.length") == 0
     assert driver.execute_script("return document.images.length") == 0
+
+
+# -- the API docs page ---------------------------------------------------------------------------
+def test_api_docs_render_and_try_it_out_answers(driver: Any, server_url: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(server_url + "/")
+    driver.find_element(By.LINK_TEXT, "API docs").click()
+    WebDriverWait(driver, 30).until(ec.url_contains("/api/docs"))
+    block = WebDriverWait(driver, 60).until(ec.presence_of_element_located(
+        (By.CSS_SELECTOR, "#operations-default-post_api_v1_answer, [id$='post_api_v1_answer']")))
+    assert "CICA QA API" in driver.find_element(By.CSS_SELECTOR, ".info .title").text
+    block.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
+    WebDriverWait(driver, 30).until(lambda d: block.find_elements(By.CSS_SELECTOR, ".try-out"))
+    block.find_element(By.CSS_SELECTOR, ".try-out button").click()
+    body = WebDriverWait(driver, 30).until(lambda d: block.find_element(
+        By.CSS_SELECTOR, "textarea.body-param__text"))
+    body.clear()
+    body.send_keys(json.dumps({"question": JWC}))
+    block.find_element(By.CSS_SELECTOR, "button.execute").click()
+    status = WebDriverWait(driver, 60).until(lambda d: block.find_element(
+        By.CSS_SELECTOR, ".live-responses-table tbody .response-col_status"))
+    assert status.text.strip().startswith("200")
+    shown = block.find_element(By.CSS_SELECTOR, ".live-responses-table .microlight").text
+    assert "Joint Water Commission" in shown and "lake-baikal-accord" in shown
+    # Nothing the page needed was refused by its Content-Security-Policy.
+    refused = [e for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
+    assert refused == []
+
+
+# -- the admin page --------------------------------------------------------------------------------
+ADMIN_TOKEN = "browser-admin-token"
+KYZYL = "How many megawatts does the Kyzylkum solar array produce?"
+
+
+@pytest.fixture
+def admin_url(fresh_service: QAService) -> Iterator[str]:
+    settings = fresh_service.settings.replace(admin_token=ADMIN_TOKEN, reload_interval=0.05)
+    fresh = QAService(settings, embedder=fresh_service.embedder)
+    with serving(fresh) as url:
+        yield url
+
+
+def _rebuild_until_served(driver: Any) -> str:
+    """Start a rebuild on the admin page and follow its page until the new version is served."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.find_element(By.ID, "rebuild").click()
+    WebDriverWait(driver, 30).until(ec.url_contains("/admin/jobs/"))
+
+    def done(d: Any) -> bool:
+        try:
+            return bool(d.find_element(By.ID, "job").get_attribute("data-done") == "true")
+        except (NoSuchElementException, StaleElementReferenceException):  # reloading itself
+            return False
+
+    WebDriverWait(driver, 300, poll_frequency=0.2).until(done)
+    assert driver.find_element(By.ID, "job").get_attribute("data-state") == "succeeded"
+    result = driver.find_element(By.ID, "job-result").text
+    assert "is now served" in result
+    assert driver.find_element(By.ID, "job-stage").text
+    return str(result.split()[1])
+
+
+def test_admin_sign_in_upload_rebuild_ask_delete_rebuild(driver: Any, admin_url: str,
+                                                         tmp_path: Path) -> None:
+    from pdfmaker import write_pdf
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ask(driver, admin_url, KYZYL)
+    assert "412" not in driver.find_element(By.CSS_SELECTOR, "section.answer").text
+
+    driver.get(admin_url + "/admin")
+    driver.find_element(By.ID, "token").send_keys(ADMIN_TOKEN)
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    WebDriverWait(driver, 30).until(ec.presence_of_element_located((By.ID, "sign-out")))
+    cookie = driver.get_cookie("qa_admin")
+    assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
+    assert driver.execute_script("return document.cookie") == ""  # HttpOnly: not readable
+
+    pdf = write_pdf(tmp_path / "kyzylkum-solar.pdf", [[
+        "The Kyzylkum Solar Array",
+        "The Kyzylkum solar array produces 412 megawatts of electricity.",
+        "It was completed in 2031 near the town of Uchkuduk.",
+    ]])
+    driver.find_element(By.ID, "file-1").send_keys(str(pdf))
+    driver.find_element(By.ID, "title-1").send_keys("The Kyzylkum Solar Array")
+    driver.find_element(By.ID, "authors-1").send_keys("D. Rakhimova, E. Sato")
+    driver.find_element(By.ID, "date-1").send_keys("2031-09")
+    driver.find_element(By.ID, "upload").click()
+    WebDriverWait(driver, 30).until(ec.text_to_be_present_in_element(
+        (By.CSS_SELECTOR, "main"), "Uploaded kyzylkum-solar.pdf"))
+
+    version = _rebuild_until_served(driver)
+    driver.get(admin_url + "/admin")
+    assert version in driver.find_element(By.ID, "served").text
+    rows = driver.find_elements(By.CSS_SELECTOR, "table.versions tbody tr")
+    assert len(rows) >= 2 and "served" in rows[0].text and version in rows[0].text
+    titles = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "table.documents td a")]
+    assert "The Kyzylkum Solar Array" in titles
+    shot = tmp_path / "admin.png"  # the README's picture (docs/admin.png) is one of these
+    driver.set_window_size(1200, 1900)
+    assert driver.save_screenshot(str(shot))
+    driver.set_window_size(1200, 1400)
+    assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+    ask(driver, admin_url, KYZYL)
+    answer = driver.find_element(By.CSS_SELECTOR, "section.answer .answer-text").text
+    assert "412 megawatts" in answer
+    first_card = driver.find_element(By.CSS_SELECTOR, "li.card h3").text
+    assert "The Kyzylkum Solar Array" in first_card
+
+    driver.get(admin_url + "/admin")
+    driver.find_element(By.CSS_SELECTOR,
+                        "button.danger[aria-label='Delete The Kyzylkum Solar Array']").click()
+    WebDriverWait(driver, 30).until(ec.text_to_be_present_in_element(
+        (By.CSS_SELECTOR, "main"), "Removed kyzylkum-solar.pdf"))
+    _rebuild_until_served(driver)
+
+    ask(driver, admin_url, KYZYL)
+    section = driver.find_element(By.CSS_SELECTOR, "section.answer").text
+    assert "412" not in section
+    assert "Kyzylkum" not in driver.find_element(By.CSS_SELECTOR, "section.passages").text
+
+    driver.get(admin_url + "/admin")
+    driver.find_element(By.ID, "sign-out").click()
+    WebDriverWait(driver, 30).until(ec.presence_of_element_located((By.ID, "token")))

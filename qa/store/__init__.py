@@ -14,6 +14,7 @@ Modules, each owning one thing:
 - ``verification``: a build's files checked against the checksums of its manifest
 - ``cache``: the embedding cache keyed by model and content hash
 - ``counters``: the rate-limit counters that worker processes share
+- ``feedback``: answer feedback, kept beside the builds across rebuilds
 - ``tokens``: the int8 token vectors of late interaction; ``lru``: the reader's row cache
 
 What it must not touch: the package never embeds text and never ranks (it returns ids and raw
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 from qa.store.cache import EmbeddingCache, content_key
 from qa.store.counters import RateCounters
+from qa.store.feedback import FeedbackStore
 from qa.store.layout import (
     DB_FILE,
     FAISS_FILE,
@@ -63,6 +65,7 @@ __all__ = [
     "TOKEN_STARTS_FILE",
     "BuildWriter",
     "EmbeddingCache",
+    "FeedbackStore",
     "IndexReader",
     "Layout",
     "Lease",
