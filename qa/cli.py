@@ -40,7 +40,8 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "ask": ANSWER_SETTINGS,
     "eval": ANSWER_SETTINGS,
     "serve": ("corpus_dir", *ANSWER_SETTINGS, "max_upload_bytes", "rate_limit",
-              "trusted_proxies", "reload_interval", "cache_size"),
+              "trusted_proxies", "reload_interval", "cache_size", "query_threads",
+              "query_precision"),
 }
 SHORT_FLAGS = {"top_k": "-k"}
 
