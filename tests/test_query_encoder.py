@@ -227,3 +227,40 @@ def test_quantized_vectors_are_close_but_not_equal(export: Path, tmp_path: Path)
     cosines = (a * b).sum(axis=1)
     assert cosines.min() > 0.95
     assert cosines.max() < 0.99999  # really another model: this is what the gate is for
+
+
+def test_the_server_counts_each_request_while_it_runs() -> None:
+    from qa.server import CountRequests
+
+    gauge = LoadGauge()
+    seen: list[int] = []
+
+    def app(environ: dict[str, object], start_response: object) -> list[bytes]:
+        seen.append(gauge.in_flight)
+        if environ.get("fail"):
+            raise RuntimeError("boom")
+        return [b"ok"]
+
+    counted = CountRequests(app, gauge)
+    assert counted({}, None) == [b"ok"]
+    with gauge.request():
+        counted({}, None)
+    with pytest.raises(RuntimeError):
+        counted({"fail": True}, None)
+    assert seen == [1, 2, 1]
+    assert gauge.in_flight == 0
+
+
+def test_the_service_gives_its_encoder_the_gauge_and_the_thread_cap(tmp_path: Path) -> None:
+    from qa.config import Settings
+    from qa.service import QAService
+
+    gauge = LoadGauge()
+    settings = Settings.load({"index_dir": tmp_path / "index", "query_threads": 1,
+                              "query_precision": "float"}, environ={})
+    embedder = QAService(settings, gauge=gauge).embedder
+    assert embedder.gauge is gauge
+    assert embedder.threads == 1
+    assert embedder.query_precision == "float"
+    default = QAService(Settings.load({"index_dir": tmp_path / "index"}, environ={})).embedder
+    assert default.threads is None and default.query_precision == "auto"
