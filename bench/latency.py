@@ -61,7 +61,7 @@ def floor_timer(index_dir: Path) -> Callable[[str], float]:
     return time_one
 
 
-def peer_timer(index_dir: Path) -> Callable[[str], float] | None:
+def peer_timer(index_dir: Path, threads: int = 0) -> Callable[[str], float] | None:
     """A function timing the peer baseline for one question (LangChain + FAISS, the same bundled
     model and passages, in-process, top 5 passages), or None when LangChain is not installed.
     Returns milliseconds."""
@@ -80,6 +80,10 @@ def peer_timer(index_dir: Path) -> Callable[[str], float] | None:
     texts = [row["text"] for _, row in sorted(reader.chunks(list(range(count))).items())]
     reader.close()
     model_path, _ = resolve_model(BUNDLED_MODEL)  # a local path: nothing is downloaded
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     embeddings = HuggingFaceEmbeddings(model_name=model_path, model_kwargs={"device": "cpu"},
                                        encode_kwargs={"normalize_embeddings": True})
     store = FAISS.from_texts(texts, embeddings,
@@ -180,6 +184,8 @@ def main() -> None:
                         help="seconds of each concurrent phase")
     parser.add_argument("--no-peer", action="store_true",
                         help="do not time the LangChain peer baseline even when installed")
+    parser.add_argument("--peer-threads", type=int, default=0,
+                        help="torch threads of the peer (0: torch's default, what a user gets)")
     parser.add_argument("--clients", type=int, nargs="*", default=[4, 16],
                         help="concurrent clients of the throughput phases")
     parser.add_argument("--profile", action="store_true",
@@ -193,7 +199,7 @@ def main() -> None:
         sys.exit(f"qa index failed: {built.stderr.strip()}")
     questions = gold_questions()
     floor_of = floor_timer(args.index_dir)
-    peer_of = None if args.no_peer else peer_timer(args.index_dir)
+    peer_of = None if args.no_peer else peer_timer(args.index_dir, args.peer_threads)
     with served(env, workers=args.workers) as (port, _):
         single, floors, peers, cached, stages, single_errors = one_client(
             port, questions, floor_of, peer_of)
