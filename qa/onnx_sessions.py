@@ -9,7 +9,8 @@ nothing of files beyond the encoder's cache directory, nor of FAISS or ranking.
   request gets one thread, or the workers' thread pools fight over the cores. A ``LoadGauge``
   counts the requests in flight across the worker processes of one server (shared memory made
   before the fork), and ``QuerySessions.run`` picks, per call, the session whose intra-op thread
-  count fits: ``threads_for(in_flight, cores)``.
+  count fits: ``threads_for(in_flight, cores, host_load=...)``, the machine's load average
+  standing for what other processes take.
 - **Optimized model on disk.** The export is optimized once (ORT_ENABLE_EXTENDED: the fusions of
   attention, layer norm and GELU, which do not depend on the CPU) and saved next to it, named by
   the export's model hash and the onnxruntime version, so it is never stale; it is checked
@@ -28,6 +29,7 @@ import multiprocessing
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,13 +46,33 @@ PROBES = ("What is the Conference on Interaction and Confidence Building Measure
 GATE_SUFFIX = ".gate.json"
 
 
-def threads_for(in_flight: int, cores: int, most: int = 0) -> int:
+def threads_for(in_flight: int, cores: int, most: int = 0, host_load: float = 0.0) -> int:
     """Intra-op threads for one question when ``in_flight`` requests (this one included) share
     ``cores``: all of them for a lone request, one each once requests outnumber the cores, the
-    cores shared out in between; at most ``most`` (0: no cap)."""
+    cores shared out in between; at most ``most`` (0: no cap). ``host_load``: the machine's
+    1-minute load average; whole tasks beyond the requests in flight (other processes, other
+    tenants of a shared host) hold cores too. On a host oversubscribed by others, a second
+    thread waits for a core at every step of the forward pass: measured slower than one."""
     cores = max(1, cores)
-    threads = max(1, cores // max(1, in_flight))
+    busy = max(1, in_flight, int(host_load))
+    threads = max(1, cores // busy)
     return min(threads, most) if most > 0 else threads
+
+
+class HostLoad:
+    """The 1-minute load average, read at most every ``every`` seconds."""
+
+    def __init__(self, every: float = 0.5) -> None:
+        self.every = every
+        self._read_at = -1e9
+        self._value = 0.0
+
+    def __call__(self) -> float:
+        now = time.monotonic()
+        if now - self._read_at >= self.every:
+            self._value = os.getloadavg()[0]
+            self._read_at = now
+        return self._value
 
 
 class LoadGauge:
@@ -235,18 +257,19 @@ class QuerySessions:
     picks one by the gauge's load."""
 
     def __init__(self, path: Path, cores: int, gauge: LoadGauge | None = None,
-                 most_threads: int = 0) -> None:
+                 most_threads: int = 0, host_load: Callable[[], float] | None = None) -> None:
         self.path = path
         self.cores = max(1, cores)
         self.gauge = gauge
         self.most_threads = most_threads
+        self.host_load = host_load or HostLoad()
         self._sessions: dict[int, Any] = {}
         self._lock = threading.Lock()
         self.calls: dict[int, int] = {}  # calls by thread count (for tests and the bench)
 
     def threads_now(self) -> int:
         in_flight = self.gauge.in_flight if self.gauge is not None else 1
-        return threads_for(in_flight, self.cores, self.most_threads)
+        return threads_for(in_flight, self.cores, self.most_threads, self.host_load())
 
     def session(self, threads: int) -> Any:
         found = self._sessions.get(threads)

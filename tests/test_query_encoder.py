@@ -48,6 +48,15 @@ def test_threads_by_load(in_flight: int, cores: int, most: int, threads: int) ->
     assert threads_for(in_flight, cores, most) == threads
 
 
+@pytest.mark.parametrize(("in_flight", "host_load", "threads"), [
+    (1, 0.2, 2), (1, 1.9, 2), (1, 2.1, 1), (1, 9.0, 1), (2, 0.0, 1),
+])
+def test_a_host_busy_with_other_work_gets_one_thread(in_flight: int, host_load: float,
+                                                     threads: int) -> None:
+    assert threads_for(in_flight, 2, host_load=host_load) == threads
+    assert threads_for(in_flight, 8, host_load=host_load) == 8 // max(in_flight, int(host_load))
+
+
 def _hold_request(gauge: LoadGauge, entered: multiprocessing.synchronize.Event,
                   release: multiprocessing.synchronize.Event) -> None:
     with gauge.request():
@@ -84,7 +93,8 @@ def test_a_request_that_fails_still_leaves_the_gauge() -> None:
 
 def test_sessions_take_every_core_alone_and_one_thread_under_load(export: Path) -> None:
     gauge = LoadGauge()
-    sessions = QuerySessions(export, cores=2, gauge=gauge)
+    host_load = [0.0]
+    sessions = QuerySessions(export, cores=2, gauge=gauge, host_load=lambda: host_load[0])
     embedder = Embedder(backend="onnx", onnx_dir=export.parent)
     ids = np.asarray([embedder._tokenizer.encode(QUESTIONS[0]).ids], dtype=np.int64)
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
@@ -94,6 +104,10 @@ def test_sessions_take_every_core_alone_and_one_thread_under_load(export: Path) 
         with gauge.request():
             loaded = sessions.run(feeds)
     assert sessions.calls == {2: 1, 1: 1}
+    host_load[0] = 3.0  # alone, but the machine is busy with other work
+    with gauge.request():
+        sessions.run(feeds)
+    assert sessions.calls == {2: 1, 1: 2}
     assert sessions.session(2).get_session_options().intra_op_num_threads == 2
     assert sessions.session(1).get_session_options().intra_op_num_threads == 1
     np.testing.assert_allclose(alone, loaded, atol=1e-5)  # same model, only the threads differ
