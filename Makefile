@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 # SQuAD 2.0 dev split for `make bench` (not in the repository; see bench/RESULTS.md).
 SQUAD  ?= ../shared/bench/squad-v2.0-dev.json
 
-.PHONY: help install install-test install-bench browser redis serve index smoke test lint bench audit clean
+.PHONY: help install install-test install-bench browser redis serve index smoke test lint bench quant-gate audit clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ bench: install-bench ## Run the benchmarks (figures go to bench/RESULTS.md by ha
 	$(BIN)/python bench/serve_memory.py --chunks 1000000
 	$(BIN)/qa index
 	$(BIN)/python bench/rerank_ceiling.py
+
+quant-gate: install-bench ## Quantize the query encoder to int8 and ship it only if it keeps quality (SQUAD=path)
+	$(BIN)/python bench/quant_gate.py --squad "$(SQUAD)"
 
 audit: install-test ## Check installed dependencies against known vulnerabilities (pip-audit)
 	$(BIN)/pip install --quiet pip-audit

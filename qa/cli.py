@@ -41,7 +41,7 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "eval": ANSWER_SETTINGS,
     "serve": ("corpus_dir", *ANSWER_SETTINGS, "max_upload_bytes", "rate_limit",
               "trusted_proxies", "reload_interval", "cache_size", "log_format",
-              "log_questions", "feedback_db"),
+              "log_questions", "feedback_db", "query_threads", "query_precision"),
     "feedback export": ("index_dir", "feedback_db"),
 }
 SHORT_FLAGS = {"top_k": "-k"}

@@ -171,6 +171,19 @@ class Settings:
         metadata={"help": "SQLite file where answer feedback is kept across rebuilds (empty: "
                           "feedback.sqlite in the index directory, outside its builds)."},
     )
+    # issue #19: the query encoder's threads and precision.
+    query_threads: int = field(
+        default=0,
+        metadata={"help": "Threads of the query encoder for one question: 0 chooses by load "
+                          "(every core for a lone request, one each once requests outnumber "
+                          "the cores), N at most N.", "min": 0, "max": 64},
+    )
+    query_precision: str = field(
+        default="auto",
+        metadata={"help": "Query encoder precision: auto (int8 where bench/quant_gate.py "
+                          "passed it for this model, else float) or float.",
+                  "choices": ("auto", "float")},
+    )
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None,

@@ -25,8 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from qa import onnx_sessions
 from qa.config import BUNDLED_MODEL
 from qa.errors import ConfigError
+from qa.onnx_sessions import LoadGauge, QuerySessions
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +99,25 @@ class Embedder:
     tokenizer, so a build with nothing to embed never loads the model."""
 
     def __init__(self, model: str = BUNDLED_MODEL, *, backend: str = "auto",
-                 onnx_dir: Path | None = None, threads: int | None = None) -> None:
+                 onnx_dir: Path | None = None, threads: int | None = None,
+                 gauge: LoadGauge | None = None, query_precision: str = "auto",
+                 query_onnx: Path | None = None) -> None:
+        """``threads``: at most this many threads a call (None: the query encoder may use every
+        core when the ``gauge`` shows no other request in flight). ``query_precision``: "auto"
+        uses the int8 query encoder where its gate record says it passed, "float" never does.
+        ``query_onnx``: run questions through this ONNX file (the quantization gate's A/B)."""
         self.model_name = model
         self.model_path, self.model_key = resolve_model(model)
         self.backend_requested = backend
         self.onnx_dir = onnx_dir
         self.threads = threads
+        self.gauge = gauge
+        self.query_precision = query_precision
+        self.query_onnx = query_onnx
         self._lock = threading.Lock()
         self._onnx: Any = None
+        self._query: QuerySessions | None = None
+        self._query_lock = threading.Lock()
 
     # -- window ---------------------------------------------------------------------------
     @cached_property
@@ -185,12 +198,8 @@ class Embedder:
         path = self.onnx_path()
         if path is None or not path.is_file():
             return False
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.threads or 1
-        opts.inter_op_num_threads = 1
-        self._onnx = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        # Opened on the first batch: a server encodes only questions, on its own sessions.
+        self._onnx = onnx_sessions.LazySession(path, self.threads or 1)
         return True
 
     def ensure_onnx(self) -> bool:
@@ -240,14 +249,68 @@ class Embedder:
 
     def encode_query(self, text: str) -> np.ndarray:
         """A (1, dim) unit vector for one question."""
-        return self.encode([text], batch_size=1)
+        sessions = self.query_sessions
+        if sessions is None:
+            return self.encode([text], batch_size=1)
+        return self._query_onnx(sessions, text, tokens=False)[0]
 
     def encode_query_with_tokens(self, text: str) -> tuple[np.ndarray, TokenVectors]:
         """A (1, dim) unit vector for one question, and its token vectors with their text."""
-        vectors, tokens = self.encode_with_tokens([text], batch_size=1)
+        sessions = self.query_sessions
+        if sessions is None:
+            vectors, tokens = self.encode_with_tokens([text], batch_size=1)
+        else:
+            vectors, tokens = self._query_onnx(sessions, text, tokens=True)
         t = tokens[0]
         return vectors, TokenVectors(t.ids, t.starts, t.vectors,
                                      tuple(self.piece_text(int(i)) for i in t.ids))
+
+    # -- the query path: one question, ONNX sessions chosen by load ----------------------------
+    @property
+    def query_sessions(self) -> QuerySessions | None:
+        """The ONNX sessions questions run on (None: questions use torch, until an export
+        appears): the gated int8 export when there is one and ``query_precision`` allows it,
+        else the optimized export (saved next to the plain one on first use), else the plain
+        export."""
+        if self._query is None and self.backend == "onnx":
+            with self._query_lock:
+                if self._query is None:
+                    self._query = self._open_query_sessions()
+        return self._query
+
+    def _open_query_sessions(self) -> QuerySessions | None:
+        export = self.onnx_path()
+        if export is None:
+            return None
+        path = self.query_onnx
+        if path is None and self.query_precision == "auto":
+            int8 = onnx_sessions.int8_path(export)
+            path = int8 if onnx_sessions.gate_passed(int8) else None
+        if path is None:
+            path = onnx_sessions.ensure_optimized(
+                export, lambda session, texts: self._run_onnx(session, texts)[0]) or export
+        log.info("questions are encoded by %s", path.name)
+        cores = len(os.sched_getaffinity(0))
+        sessions = QuerySessions(path, cores, self.gauge, most_threads=self.threads or 0)
+        sessions.warm()
+        return sessions
+
+    def _query_onnx(self, sessions: QuerySessions, text: str, tokens: bool) -> Batch:
+        """One question through ``sessions``: no padding, no batch bookkeeping."""
+        e = self._tokenizer.encode(text)
+        n = min(len(e.ids), self.max_tokens)
+        ids = np.asarray(e.ids[:n], dtype=np.int64).reshape(1, n)
+        if n < len(e.ids):  # truncated like sentence-transformers: keep the final [SEP]
+            ids[0, n - 1] = e.ids[-1]
+        mask = np.ones_like(ids)
+        hidden = sessions.run({"input_ids": ids, "attention_mask": mask,
+                               "token_type_ids": np.zeros_like(ids)})
+        mean = hidden[0].mean(axis=0, keepdims=True)
+        vector = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+        if not tokens:
+            return vector, []
+        starts = np.asarray([a for a, _ in e.offsets[:n]], dtype=np.int64)
+        return vector, [_token_vectors(ids[0], starts, mask[0], hidden[0], self._special_ids)]
 
     def _encode(self, texts: Sequence[str], batch_size: int, progress: Progress | None,
                 tokens: bool) -> Batch:

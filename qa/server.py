@@ -2,7 +2,9 @@
 
 Owns the gunicorn configuration: threaded workers, each building its own app (and so loading its
 own model and index) after the fork, and a Server header that names no version. Each worker picks
-up newly published index versions by itself through QAService.
+up newly published index versions by itself through QAService. Also the count of requests in
+flight across the workers (made in the master, before the fork), by which the query encoder
+chooses its threads.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from gunicorn.app.base import BaseApplication
 
 from qa import metrics_dir
 from qa.config import Settings
+from qa.onnx_sessions import LoadGauge
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,18 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int = 4,
     }
 
 
+class CountRequests:
+    """WSGI middleware: each request counts in ``gauge`` while the app handles it."""
+
+    def __init__(self, app: Any, gauge: LoadGauge) -> None:
+        self.app = app
+        self.gauge = gauge
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        with self.gauge.request():
+            return self.app(environ, start_response)
+
+
 class QAApplication(BaseApplication):
     """A gunicorn application whose workers each call ``create_app(settings)``."""
 
@@ -62,6 +77,8 @@ class QAApplication(BaseApplication):
         self.settings = settings
         self.options = options
         self.metrics_path = metrics_path
+        # In shared memory, made before gunicorn forks: every worker sees every worker's load.
+        self.gauge = LoadGauge(shared=True)
         super().__init__()
 
     def load_config(self) -> None:
@@ -72,9 +89,12 @@ class QAApplication(BaseApplication):
     def load(self) -> Any:
         from threadpoolctl import threadpool_limits
 
+        from qa.service import QAService
         from qa.web import create_app
 
-        app = create_app(self.settings, metrics_dir=self.metrics_path)
+        app = create_app(self.settings, QAService(self.settings, gauge=self.gauge),
+                         metrics_dir=self.metrics_path)
+        app.wsgi_app = CountRequests(app.wsgi_app, self.gauge)  # type: ignore[method-assign]
         # One request is served by one thread. A BLAS that spreads each matrix product (late
         # interaction's) over every core makes concurrent requests wait on each other's threads:
         # measured 38 answers/s at 4 clients instead of 111. Set after the app has loaded its

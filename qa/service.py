@@ -36,10 +36,14 @@ log = logging.getLogger(__name__)
 
 
 class QAService:
-    def __init__(self, settings: Settings | None = None, embedder: Any = None) -> None:
+    def __init__(self, settings: Settings | None = None, embedder: Any = None,
+                 gauge: Any = None) -> None:
+        """``gauge``: the server's count of requests in flight (``onnx_sessions.LoadGauge``),
+        by which the query encoder chooses its threads."""
         self.settings = settings or Settings.load()
         self.layout = store.Layout(self.settings.index_dir)
         self._embedder = embedder
+        self.gauge = gauge
         # Replaced whole, in one assignment; a request keeps the snapshot it started with.
         self._snapshot: Snapshot | None = None
         self._lock = threading.Lock()
@@ -59,7 +63,10 @@ class QAService:
             from qa.embedding import Embedder
 
             self._embedder = Embedder(self.settings.model, backend=self.settings.encoder,
-                                      onnx_dir=self.layout.cache / "onnx")
+                                      onnx_dir=self.layout.cache / "onnx",
+                                      threads=self.settings.query_threads or None,
+                                      gauge=self.gauge,
+                                      query_precision=self.settings.query_precision)
         return self._embedder
 
     def snapshot(self) -> Snapshot:

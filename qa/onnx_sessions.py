@@ -1,0 +1,293 @@
+"""ONNX Runtime sessions of the query encoder: options, thread layout by load, the saved
+optimized model and the gated int8 model.
+
+Owns how a question's forward pass is run, not what it computes: the ONNX export itself, the
+tokenizer and the pooling stay in ``embedding`` (the only other importer of onnxruntime). Knows
+nothing of files beyond the encoder's cache directory, nor of FAISS or ranking.
+
+- **Threads by load.** One question on an idle machine may use every core; under load, each
+  request gets one thread, or the workers' thread pools fight over the cores. A ``LoadGauge``
+  counts the requests in flight across the worker processes of one server (shared memory made
+  before the fork), and ``QuerySessions.run`` picks, per call, the session whose intra-op thread
+  count fits: ``threads_for(in_flight, cores, host_load=...)``, the machine's load average
+  standing for what other processes take.
+- **Optimized model on disk.** The export is optimized once (ORT_ENABLE_EXTENDED: the fusions of
+  attention, layer norm and GELU, which do not depend on the CPU) and saved next to it, named by
+  the export's model hash and the onnxruntime version, so it is never stale; it is checked
+  against the plain export before it is published (temp file, then ``os.replace``).
+- **int8 only behind a gate.** A dynamically quantized export is used only when a gate record
+  (written by ``bench/quant_gate.py``) next to it says it passed for this very file (its
+  sha256): quality within half a point of the float model, abstention unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+OPTIMIZED_LEVEL = "extended"  # portable: ORT_ENABLE_ALL's layout changes depend on the CPU
+MIN_COSINE = 0.9999  # optimized vs plain export, on the probe questions
+PROBES = ("What is the Conference on Interaction and Confidence Building Measures?",
+          "When did the member states sign the declaration in Almaty?")
+GATE_SUFFIX = ".gate.json"
+
+
+def threads_for(in_flight: int, cores: int, most: int = 0, host_load: float = 0.0) -> int:
+    """Intra-op threads for one question when ``in_flight`` requests (this one included) share
+    ``cores``: all of them for a lone request, one each once requests outnumber the cores, the
+    cores shared out in between; at most ``most`` (0: no cap). ``host_load``: the machine's
+    1-minute load average; whole tasks beyond the requests in flight (other processes, other
+    tenants of a shared host) hold cores too. On a host oversubscribed by others, a second
+    thread waits for a core at every step of the forward pass: measured slower than one."""
+    cores = max(1, cores)
+    busy = max(1, in_flight, int(host_load))
+    threads = max(1, cores // busy)
+    return min(threads, most) if most > 0 else threads
+
+
+class HostLoad:
+    """The 1-minute load average, read at most every ``every`` seconds."""
+
+    def __init__(self, every: float = 0.5) -> None:
+        self.every = every
+        self._read_at = -1e9
+        self._value = 0.0
+
+    def __call__(self) -> float:
+        now = time.monotonic()
+        if now - self._read_at >= self.every:
+            self._value = os.getloadavg()[0]
+            self._read_at = now
+        return self._value
+
+
+class LoadGauge:
+    """Requests in flight, across the processes that share it when made with ``shared=True``
+    before they fork (a counter in shared memory), else in this process only."""
+
+    def __init__(self, shared: bool = False) -> None:
+        self._value: Any
+        if shared:
+            self._value = multiprocessing.get_context("fork").Value("i", 0)
+            self._lock: Any = self._value.get_lock()
+        else:
+            self._value = _Box()
+            self._lock = threading.Lock()
+
+    @property
+    def in_flight(self) -> int:
+        return int(self._value.value)  # one aligned int: read without the lock
+
+    @contextmanager
+    def request(self) -> Iterator[None]:
+        """Count one request for as long as the block runs."""
+        with self._lock:
+            self._value.value += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._value.value -= 1
+
+
+class _Box:
+    value = 0
+
+
+def optimized_path(export: Path) -> Path:
+    """Where the optimized copy of ``export`` lives: keyed by the export's name (the model's
+    content hash) and the onnxruntime version that wrote it."""
+    import onnxruntime as ort
+
+    return export.with_name(f"{export.stem}.opt-{OPTIMIZED_LEVEL}-ort{ort.__version__}.onnx")
+
+
+def int8_path(export: Path) -> Path:
+    return export.with_name(f"{export.stem}.int8.onnx")
+
+
+def gate_path(model: Path) -> Path:
+    return model.with_name(model.name + GATE_SUFFIX)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def gate_passed(model: Path) -> bool:
+    """True when ``model``'s gate record says it passed, for this very file."""
+    record = gate_path(model)
+    if not model.is_file() or not record.is_file():
+        return False
+    try:
+        data = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(data.get("passed")) and data.get("sha256") == file_sha256(model)
+
+
+def write_gate(model: Path, record: Mapping[str, Any]) -> Path:
+    """Write ``model``'s gate record (``record`` must say ``passed``), keyed by its sha256."""
+    path = gate_path(model)
+    data = {**record, "model_file": model.name, "sha256": file_sha256(model)}
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+    return path
+
+
+def quantize_int8(export: Path) -> Path:
+    """Dynamic int8 quantization of ``export`` (weights per channel, activations quantized per
+    call), written next to it; no gate record is written here."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target = int8_path(export)
+    fd, tmp_name = tempfile.mkstemp(dir=export.parent, prefix=f".{target.stem}-",
+                                    suffix=".onnx.tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        quantize_dynamic(str(export), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+        gate_path(target).unlink(missing_ok=True)  # a new file needs a new verdict
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def session_options(threads: int, level: str = "all", spin: bool = True,
+                    save_to: Path | None = None) -> Any:
+    import onnxruntime as ort
+
+    levels = {"none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, threads)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = levels[level]
+    if not spin:
+        # A pool thread that spins after its share of a call takes a core from the request
+        # threads of the other worker.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if save_to is not None:
+        opts.optimized_model_filepath = str(save_to)
+    return opts
+
+
+def open_session(path: Path, threads: int, level: str = "all", spin: bool = True) -> Any:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), session_options(threads, level, spin),
+                                providers=["CPUExecutionProvider"])
+
+
+Run = Callable[[Any, list[str]], np.ndarray]  # (session, texts) -> pooled unit vectors
+
+
+def ensure_optimized(export: Path, run: Run) -> Path | None:
+    """The optimized copy of ``export``, written (and checked against it with ``run``) when
+    missing; None when it cannot be written or disagrees, and the plain export is used."""
+    target = optimized_path(export)
+    if target.is_file():
+        return target
+    fd, tmp_name = tempfile.mkstemp(dir=export.parent, prefix=f".{target.stem}-",
+                                    suffix=".onnx.tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        try:
+            import onnxruntime as ort
+
+            ort.InferenceSession(str(export), session_options(1, OPTIMIZED_LEVEL, save_to=tmp),
+                                 providers=["CPUExecutionProvider"])
+            a = run(open_session(tmp, 1), list(PROBES))
+            b = run(open_session(export, 1), list(PROBES))
+        except Exception as e:  # onnxruntime raises its own untyped errors
+            log.warning("could not save an optimized query encoder, using the export: %s", e)
+            return None
+        if float((a * b).sum(axis=1).min()) < MIN_COSINE:
+            log.warning("the optimized query encoder disagrees with the export; not using it")
+            return None
+        os.replace(tmp, target)
+        return target
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class LazySession:
+    """An InferenceSession of ``path`` opened on its first ``run``."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        self.path = path
+        self.threads = threads
+        self._session: Any = None
+        self._lock = threading.Lock()
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    self._session = open_session(self.path, self.threads)
+        return self._session.run(*args, **kwargs)
+
+
+class QuerySessions:
+    """Sessions of one ONNX file, one per thread count in use, created on first use; ``run``
+    picks one by the gauge's load."""
+
+    def __init__(self, path: Path, cores: int, gauge: LoadGauge | None = None,
+                 most_threads: int = 0, host_load: Callable[[], float] | None = None) -> None:
+        self.path = path
+        self.cores = max(1, cores)
+        self.gauge = gauge
+        self.most_threads = most_threads
+        self.host_load = host_load or HostLoad()
+        self._sessions: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        self.calls: dict[int, int] = {}  # calls by thread count (for tests and the bench)
+
+    def threads_now(self) -> int:
+        in_flight = self.gauge.in_flight if self.gauge is not None else 1
+        return threads_for(in_flight, self.cores, self.most_threads, self.host_load())
+
+    def session(self, threads: int) -> Any:
+        found = self._sessions.get(threads)
+        if found is None:
+            with self._lock:
+                found = self._sessions.get(threads)
+                if found is None:
+                    # Spinning only where the pool has threads to spin: a lone request's.
+                    found = open_session(self.path, threads, "all", spin=threads > 1)
+                    self._sessions[threads] = found
+        return found
+
+    def warm(self) -> None:
+        """Create the sessions that the load can ask for (one thread, and all of them)."""
+        for threads in {1, threads_for(1, self.cores, self.most_threads)}:
+            self.session(threads)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        threads = self.threads_now()
+        self.calls[threads] = self.calls.get(threads, 0) + 1
+        return np.asarray(self.session(threads).run(None, feeds)[0])

@@ -1,0 +1,281 @@
+"""The query encoder's ONNX sessions: threads by load, the saved optimized model, the int8 gate."""
+
+from __future__ import annotations
+
+import multiprocessing
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qa import onnx_sessions
+from qa.embedding import Embedder
+from qa.onnx_sessions import LoadGauge, QuerySessions, threads_for
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+QUESTIONS = ["What does OSCA stand for?",
+             "When did the eighth round table of the think tank forum take place?",
+             "According to Qiang, how often do the ministers meet?"]
+
+
+@pytest.fixture(scope="module")
+def export(embedder: Embedder, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory of its own holding only the plain ONNX export of the bundled model."""
+    exporter = Embedder(backend="auto", onnx_dir=tmp_path_factory.mktemp("onnx-export"))
+    if not exporter.ensure_onnx():
+        pytest.skip("ONNX export not possible here")
+    path = exporter.onnx_path()
+    assert path is not None
+    return path
+
+
+@pytest.fixture
+def onnx_copy(export: Path, tmp_path: Path) -> Path:
+    """A fresh directory with a copy of the export, for tests that add files beside it."""
+    target = tmp_path / "onnx" / export.name
+    target.parent.mkdir()
+    shutil.copyfile(export, target)
+    return target.parent
+
+
+@pytest.mark.parametrize(("in_flight", "cores", "most", "threads"), [
+    (1, 2, 0, 2), (2, 2, 0, 1), (5, 2, 0, 1), (0, 2, 0, 2),
+    (1, 4, 0, 4), (2, 4, 0, 2), (3, 4, 0, 1), (1, 4, 2, 2), (1, 2, 1, 1), (1, 1, 0, 1),
+])
+def test_threads_by_load(in_flight: int, cores: int, most: int, threads: int) -> None:
+    assert threads_for(in_flight, cores, most) == threads
+
+
+@pytest.mark.parametrize(("in_flight", "host_load", "threads"), [
+    (1, 0.2, 2), (1, 1.9, 2), (1, 2.1, 1), (1, 9.0, 1), (2, 0.0, 1),
+])
+def test_a_host_busy_with_other_work_gets_one_thread(in_flight: int, host_load: float,
+                                                     threads: int) -> None:
+    assert threads_for(in_flight, 2, host_load=host_load) == threads
+    assert threads_for(in_flight, 8, host_load=host_load) == max(1, 8 // max(in_flight,
+                                                                          int(host_load)))
+
+
+def _hold_request(gauge: LoadGauge, entered: multiprocessing.synchronize.Event,
+                  release: multiprocessing.synchronize.Event) -> None:
+    with gauge.request():
+        entered.set()
+        release.wait(30)
+
+
+def test_a_shared_gauge_counts_the_requests_of_other_processes() -> None:
+    ctx = multiprocessing.get_context("fork")
+    gauge = LoadGauge(shared=True)
+    entered, release = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_hold_request, args=(gauge, entered, release))
+    child.start()
+    try:
+        assert entered.wait(30)
+        assert gauge.in_flight == 1
+        with gauge.request():
+            assert gauge.in_flight == 2
+        assert gauge.in_flight == 1
+    finally:
+        release.set()
+        child.join(30)
+    assert child.exitcode == 0
+    assert gauge.in_flight == 0
+
+
+def test_a_request_that_fails_still_leaves_the_gauge() -> None:
+    gauge = LoadGauge()
+    with pytest.raises(RuntimeError), gauge.request():
+        assert gauge.in_flight == 1
+        raise RuntimeError("boom")
+    assert gauge.in_flight == 0
+
+
+def test_sessions_take_every_core_alone_and_one_thread_under_load(export: Path) -> None:
+    gauge = LoadGauge()
+    host_load = [0.0]
+    sessions = QuerySessions(export, cores=2, gauge=gauge, host_load=lambda: host_load[0])
+    embedder = Embedder(backend="onnx", onnx_dir=export.parent)
+    ids = np.asarray([embedder._tokenizer.encode(QUESTIONS[0]).ids], dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+             "token_type_ids": np.zeros_like(ids)}
+    with gauge.request():
+        alone = sessions.run(feeds)
+        with gauge.request():
+            loaded = sessions.run(feeds)
+    assert sessions.calls == {2: 1, 1: 1}
+    host_load[0] = 3.0  # alone, but the machine is busy with other work
+    with gauge.request():
+        sessions.run(feeds)
+    assert sessions.calls == {2: 1, 1: 2}
+    assert sessions.session(2).get_session_options().intra_op_num_threads == 2
+    assert sessions.session(1).get_session_options().intra_op_num_threads == 1
+    np.testing.assert_allclose(alone, loaded, atol=1e-5)  # same model, only the threads differ
+
+
+def test_the_optimized_model_is_saved_keyed_and_reused(embedder: Embedder,
+                                                       onnx_copy: Path) -> None:
+    import onnxruntime as ort
+
+    onnx = Embedder(backend="onnx", onnx_dir=onnx_copy, query_precision="float")
+    export = onnx.onnx_path()
+    assert export is not None
+    vectors = np.vstack([onnx.encode_query(q) for q in QUESTIONS])
+    optimized = onnx_sessions.optimized_path(export)
+    assert optimized.is_file()
+    # Keyed by the model's content hash (the export's name) and the onnxruntime version.
+    assert optimized.name.startswith(export.stem + ".")
+    assert f"ort{ort.__version__}" in optimized.name
+    assert onnx.query_sessions is not None and onnx.query_sessions.path == optimized
+    assert sorted(p.name for p in onnx_copy.iterdir()) == sorted([export.name, optimized.name])
+    # Within tolerance of the torch model, token vectors too.
+    np.testing.assert_allclose(vectors, embedder.encode(QUESTIONS), atol=1e-4)
+    vector, tokens = onnx.encode_query_with_tokens(QUESTIONS[2])
+    torch_vector, torch_tokens = embedder.encode_query_with_tokens(QUESTIONS[2])
+    np.testing.assert_allclose(vector, torch_vector, atol=1e-4)
+    assert tokens.pieces == torch_tokens.pieces
+    assert tokens.starts.tolist() == torch_tokens.starts.tolist()
+    assert float((tokens.vectors * torch_tokens.vectors).sum(axis=1).min()) > 0.9999
+    # Reused, not rewritten, by the next process's embedder.
+    written = optimized.stat().st_mtime_ns
+    again = Embedder(backend="onnx", onnx_dir=onnx_copy, query_precision="float")
+    np.testing.assert_allclose(again.encode_query(QUESTIONS[0]), vectors[:1], atol=1e-6)
+    assert again.query_sessions is not None and again.query_sessions.path == optimized
+    assert optimized.stat().st_mtime_ns == written
+
+
+def test_an_optimized_model_that_disagrees_is_not_used(onnx_copy: Path) -> None:
+    onnx = Embedder(backend="onnx", onnx_dir=onnx_copy)
+    export = onnx.onnx_path()
+    assert export is not None
+
+    def wrong(session: object, texts: list[str]) -> np.ndarray:
+        rows = np.random.default_rng(len(texts)).normal(size=(len(texts), 384))
+        return np.asarray(rows / np.linalg.norm(rows, axis=1, keepdims=True), dtype=np.float32)
+
+    real_calls = [0]
+
+    def half_wrong(session: object, texts: list[str]) -> np.ndarray:
+        real_calls[0] += 1  # the first call checks the optimized copy: make it disagree
+        return wrong(session, texts) if real_calls[0] == 1 else onnx._run_onnx(session, texts)[0]
+
+    assert onnx_sessions.ensure_optimized(export, half_wrong) is None
+    assert not onnx_sessions.optimized_path(export).exists()
+    assert [p.name for p in onnx_copy.iterdir()] == [export.name]  # no temp file left
+
+
+def _gate(sys_path: Path = BENCH) -> object:
+    sys.path.insert(0, str(sys_path))
+    try:
+        import quant_gate
+    finally:
+        sys.path.remove(str(sys_path))
+    return quant_gate
+
+
+FLOAT = {"gold_hit@5": 0.882, "gold_answer_accuracy": 0.824, "gold_abstention": 0.5,
+         "gold_false_abstention": 0.029, "squad_hit@1": 0.911, "squad_answer_accuracy": 0.863,
+         "squad_unanswerable_abstained": 0.295, "squad_abstained": 0.05}
+
+
+def test_the_gate_passes_figures_within_half_a_point() -> None:
+    gate = _gate()
+    assert gate.decide(FLOAT, FLOAT) == (True, [])  # type: ignore[attr-defined]
+    close = {**FLOAT, "squad_hit@1": 0.907, "squad_unanswerable_abstained": 0.299,
+             "gold_hit@5": 0.9}
+    assert gate.decide(FLOAT, close) == (True, [])  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("figure", "value"), [
+    ("gold_hit@5", 0.853),  # one gold question fewer in the top 5
+    ("squad_hit@1", 0.905),
+    ("gold_answer_accuracy", 0.8),
+    ("gold_abstention", 0.527),  # abstains more: not unchanged
+    ("squad_unanswerable_abstained", 0.285),  # abstains less: not unchanged either
+    ("squad_abstained", 0.06),
+])
+def test_the_gate_fails_a_drop_or_a_moved_abstention(figure: str, value: float) -> None:
+    passed, failures = _gate().decide(FLOAT, {**FLOAT, figure: value})  # type: ignore[attr-defined]
+    assert not passed
+    assert [f.split(":")[0] for f in failures] == [figure]
+
+
+def test_the_gate_fails_what_was_not_measured() -> None:
+    partial = {k: v for k, v in FLOAT.items() if not k.startswith("squad")}
+    passed, failures = _gate().decide(FLOAT, partial)  # type: ignore[attr-defined]
+    assert not passed and len(failures) == 4
+
+
+def test_int8_is_used_only_with_a_passing_gate_for_that_very_file(onnx_copy: Path) -> None:
+    export = next(onnx_copy.iterdir())
+    int8 = onnx_sessions.int8_path(export)
+    shutil.copyfile(export, int8)  # the file's content does not matter to the choice
+
+    def chosen(precision: str = "auto") -> Path:
+        sessions = Embedder(backend="onnx", onnx_dir=onnx_copy,
+                            query_precision=precision).query_sessions
+        assert sessions is not None
+        return sessions.path
+
+    assert chosen() != int8  # no gate record
+    onnx_sessions.write_gate(int8, {"passed": False})
+    assert chosen() != int8
+    onnx_sessions.write_gate(int8, {"passed": True})
+    assert chosen() == int8
+    assert chosen("float") != int8
+    with open(int8, "ab") as fh:  # changed after the gate: its verdict no longer holds
+        fh.write(b"\0")
+    assert chosen() != int8
+
+
+@pytest.mark.slow
+def test_quantized_vectors_are_close_but_not_equal(export: Path, tmp_path: Path) -> None:
+    source = tmp_path / export.name
+    shutil.copyfile(export, source)
+    int8 = onnx_sessions.quantize_int8(source)
+    assert int8.is_file() and not onnx_sessions.gate_path(int8).exists()
+    plain = Embedder(backend="onnx", onnx_dir=tmp_path, query_precision="float")
+    quantized = Embedder(backend="onnx", onnx_dir=tmp_path, query_onnx=int8)
+    a = np.vstack([plain.encode_query(q) for q in QUESTIONS])
+    b = np.vstack([quantized.encode_query(q) for q in QUESTIONS])
+    cosines = (a * b).sum(axis=1)
+    assert cosines.min() > 0.95
+    assert cosines.max() < 0.99999  # really another model: this is what the gate is for
+
+
+def test_the_server_counts_each_request_while_it_runs() -> None:
+    from qa.server import CountRequests
+
+    gauge = LoadGauge()
+    seen: list[int] = []
+
+    def app(environ: dict[str, object], start_response: object) -> list[bytes]:
+        seen.append(gauge.in_flight)
+        if environ.get("fail"):
+            raise RuntimeError("boom")
+        return [b"ok"]
+
+    counted = CountRequests(app, gauge)
+    assert counted({}, None) == [b"ok"]
+    with gauge.request():
+        counted({}, None)
+    with pytest.raises(RuntimeError):
+        counted({"fail": True}, None)
+    assert seen == [1, 2, 1]
+    assert gauge.in_flight == 0
+
+
+def test_the_service_gives_its_encoder_the_gauge_and_the_thread_cap(tmp_path: Path) -> None:
+    from qa.config import Settings
+    from qa.service import QAService
+
+    gauge = LoadGauge()
+    settings = Settings.load({"index_dir": tmp_path / "index", "query_threads": 1,
+                              "query_precision": "float"}, environ={})
+    embedder = QAService(settings, gauge=gauge).embedder
+    assert embedder.gauge is gauge
+    assert embedder.threads == 1
+    assert embedder.query_precision == "float"
+    default = QAService(Settings.load({"index_dir": tmp_path / "index"}, environ={})).embedder
+    assert default.threads is None and default.query_precision == "auto"
