@@ -14,7 +14,8 @@ Modules, each owning one thing:
 - ``verification``: a build's files checked against the checksums of its manifest
 - ``cache``: the embedding cache keyed by model and content hash
 - ``counters``: the rate-limit counters that worker processes share
-- ``tokens``: the int8 token vectors of late interaction; ``lru``: the reader's row cache
+- ``tokens``: the int8 token vectors of late interaction; ``compression``: their product-quantized
+  form for large builds; ``lru``: the reader's row cache
 
 What it must not touch: the package never embeds text and never ranks (it returns ids and raw
 scores; ``qa.retrieval`` and ``qa.evidence`` decide), reads no environment and no settings
@@ -36,6 +37,8 @@ from qa.store.layout import (
     KEEP_BUILDS,
     MANIFEST_FILE,
     SENTENCE_FILE,
+    TOKEN_CODEC_FILE,
+    TOKEN_CODES_FILE,
     TOKEN_FILE,
     TOKEN_OFFSETS_FILE,
     TOKEN_STARTS_FILE,
@@ -58,6 +61,8 @@ __all__ = [
     "KEEP_BUILDS",
     "MANIFEST_FILE",
     "SENTENCE_FILE",
+    "TOKEN_CODEC_FILE",
+    "TOKEN_CODES_FILE",
     "TOKEN_FILE",
     "TOKEN_OFFSETS_FILE",
     "TOKEN_STARTS_FILE",
