@@ -34,7 +34,7 @@ ANSWER_SETTINGS = (*RETRIEVAL_SETTINGS, "abstain_threshold", "max_answer_sentenc
                    "max_question_chars")
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "index": ("corpus_dir", "index_dir", "model", "encoder", "chunk_tokens", "chunk_overlap",
-              "late_interaction"),
+              "late_interaction", "token_store", "ray_address"),
     "verify": ("index_dir",),
     "search": RETRIEVAL_SETTINGS,
     "ask": ANSWER_SETTINGS,
@@ -42,7 +42,7 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "serve": ("corpus_dir", *ANSWER_SETTINGS, "max_upload_bytes", "rate_limit",
               "trusted_proxies", "reload_interval", "cache_size"),
 }
-SHORT_FLAGS = {"top_k": "-k"}
+SHORT_FLAGS = {"top_k": "-k", "ray_address": "--ray"}
 
 
 def setting_flag(name: str) -> str:
