@@ -14,6 +14,7 @@ corpus and index directories at the same paths (shared storage).
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from qa.errors import ClusterError, ConfigError
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'cica-qa[ray]'"
+CONNECT_TIMEOUT = 10.0  # seconds to reach a cluster's head before giving up
 RETRIES = 2  # task retries and actor restarts Ray makes before a build fails
 # Workers must never download (the model ships in a package) and tokenizers must not fork pools.
 WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -49,6 +51,8 @@ class Cluster:
         kwargs: dict[str, Any] = {"runtime_env": {"env_vars": WORKER_ENV},
                                   "include_dashboard": False, "log_to_driver": False,
                                   "configure_logging": False}
+        if address not in ("local", "auto"):
+            _check_reachable(address)
         try:
             if address == "local":
                 ray.init(**kwargs)
@@ -112,6 +116,16 @@ class Cluster:
         except self.ray.exceptions.RayError as e:
             raise ClusterError(f"a build task failed on the Ray cluster: {e}; nothing was "
                                "published") from e
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once when nothing listens at host:port (Ray itself retries for minutes)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT):
+            pass
+    except OSError as e:
+        raise ClusterError(f"cannot connect to the Ray cluster at {address!r}: {e}") from e
 
 
 def _prepare_remote(source: Any, settings: Any, model_key: str) -> Any:
