@@ -168,10 +168,12 @@ def _build(settings: Settings, layout: store.Layout, sources: list[SourceFile],
             read = cluster.prepare(fresh, settings, model_key, progress)
         else:
             read = {}
-            for n, source in enumerate(fresh, 1):
+            fresh_ids = {s.doc_id for s in fresh}
+            for n, source in enumerate(sources, 1):
                 if progress:
-                    progress("reading", n, len(fresh))
-                read[source.doc_id] = prepare_source(source, settings, embedder, model_key)
+                    progress("reading", n, len(sources))
+                if source.doc_id in fresh_ids:
+                    read[source.doc_id] = prepare_source(source, settings, embedder, model_key)
         prepared: list[_PreparedDoc] = []
         skipped: dict[str, list[str]] = {}
         for source in sources:  # in the corpus's order, which gives chunks their FAISS ids

@@ -137,11 +137,11 @@ def _ray_node(args: list[str], tmp: Path, name: str) -> subprocess.Popen[bytes]:
     """`ray start ... --block` in its own process group, so the test can stop all it started."""
     ray_bin = Path(sys.executable).parent / "ray"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    log = open(tmp / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
-    return subprocess.Popen([str(ray_bin), "start", "--block", "--num-cpus", "1",
-                             "--node-ip-address", "127.0.0.1", "--disable-usage-stats", *args],
-                            stdout=log, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
+    with open(tmp / f"{name}.log", "wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen([str(ray_bin), "start", "--block", "--num-cpus", "1",
+                                 "--node-ip-address", "127.0.0.1", "--disable-usage-stats",
+                                 *args], stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -166,7 +166,7 @@ def two_nodes(tmp_path: Path) -> Iterator[str]:
     nodes = [head]
     try:
         address = f"127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         worker = None
         while True:  # the head must be up before the worker joins it
             if head.poll() is not None:
