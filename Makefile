@@ -28,7 +28,8 @@ $(BIN)/qa: pyproject.toml
 install: $(BIN)/qa ## Create .venv and install the service
 
 $(BIN)/pytest: $(BIN)/qa
-	$(BIN)/pip install --quiet -e '.[test]'
+	# The ray extra too, so that the Ray cluster tests run (they are skipped without it).
+	$(BIN)/pip install --quiet -e '.[test,ray]'
 	@touch $@
 
 install-test: $(BIN)/pytest ## Install the test dependencies too

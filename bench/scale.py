@@ -180,6 +180,53 @@ def run_size(n: int, dim: int, n_queries: int, work: Path) -> list[tuple[Any, ..
     return rows
 
 
+PIECES_PER_CHUNK = 111  # content word pieces a chunk stores, measured on the bundled corpus
+
+
+def token_store_rows(chunks: int, dim: int, n_queries: int, work: Path) -> list[tuple[Any, ...]]:
+    """The late-interaction token store of ``chunks`` synthetic chunks, int8 and PQ, through
+    the real writer and reader: bytes a chunk, build and load time, and the time of one
+    question's token match (10 question pieces against 35 candidate chunks, as in a rerank)."""
+    rng = np.random.default_rng(5)
+    base = vectors(chunks * PIECES_PER_CHUNK, dim, seed=6)
+    tokens = [(rng.integers(0, 30_000, PIECES_PER_CHUNK).astype(np.int32),
+               np.arange(PIECES_PER_CHUNK, dtype=np.int32),
+               store.quantize_tokens(base[i * PIECES_PER_CHUNK:(i + 1) * PIECES_PER_CHUNK]))
+              for i in range(chunks)]
+    del base
+    rows = []
+    for kind in ("int8", "pq"):
+        layout = store.Layout(work / f"tokens-{kind}")
+        writer = store.BuildWriter(layout, store.new_version())
+        writer.add_document({"doc_id": "d", "path": "d.txt", "title": "D", "authors": [],
+                             "content_hash": "h"}, "x", "x", [0], [0], [], chunks)
+        writer.add_chunks([{"chunk_id": f"d#{i}", "doc_id": "d", "ordinal": i, "start": 0,
+                            "end": 1, "text": "x", "section": None, "page": None,
+                            "n_tokens": 1, "content_key": f"k{i}", "header": "",
+                            "context": ""} for i in range(chunks)])
+        started = time.perf_counter()
+        writer.finish(vectors(chunks, dim, seed=7), np.zeros((0, dim), dtype=np.float32),
+                      {"dimension": dim, "counts": {"documents": 1}}, tokens, token_store=kind)
+        build_s = time.perf_counter() - started
+        started = time.perf_counter()
+        reader = store.open_current(layout.root)
+        load_s = time.perf_counter() - started
+        names = [n for n in reader.manifest["files"] if n.startswith("token")]
+        size = sum((reader.dir / n).stat().st_size for n in names)
+        times = []
+        for q in range(n_queries):
+            query = queries(reader.faiss.reconstruct_n(0, 100), 10, seed=q)
+            candidates = rng.integers(0, chunks, 35).tolist()
+            started = time.perf_counter()
+            reader.match_tokens(query, candidates)
+            times.append((time.perf_counter() - started) * 1000)
+        reader.close()
+        rows.append((f"{chunks:,}", kind, f"{size / chunks / 1024:.1f}", f"{build_s:.1f}",
+                     f"{load_s:.2f}", f"{percentile(times, 50):.2f}",
+                     f"{percentile(times, 95):.2f}"))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated row counts")
@@ -187,9 +234,20 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="FAISS threads for building (search is timed one query at a time)")
+    parser.add_argument("--token-chunks", type=int, default=0,
+                        help="also measure the late-interaction token store (int8 and PQ) of "
+                             "this many synthetic chunks; 0: skip")
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.threads)
+    if args.token_chunks:
+        with tempfile.TemporaryDirectory() as tmp:
+            token_rows = token_store_rows(args.token_chunks, args.dim, args.queries, Path(tmp))
+        print(f"\n{machine()}; token store, {PIECES_PER_CHUNK} pieces a chunk\n")
+        print(table(["chunks", "store", "KB a chunk", "build s", "load s", "match p50 ms",
+                     "match p95 ms"], token_rows))
     rows = []
+    if not args.sizes:
+        return
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
             rows += run_size(n, args.dim, args.queries, Path(tmp))

@@ -148,12 +148,15 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/qa-bench-squad"),
                         help="corpus and index for the benchmark (reused between runs)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--token-store", choices=("auto", "int8", "pq"), default="auto",
+                        help="late-interaction token store of the build (QA_TOKEN_STORE)")
     args = parser.parse_args()
 
     docs, questions = load_squad(args.data)
     corpus, index = args.workdir / "corpus", args.workdir / "index"
     write_corpus(docs, corpus)
-    settings = Settings.load({"corpus_dir": corpus, "index_dir": index}, environ={})
+    settings = Settings.load({"corpus_dir": corpus, "index_dir": index,
+                              "token_store": args.token_store}, environ={})
     started = time.perf_counter()
     build = build_index(settings)
     print(f"index: {build.documents} paragraphs, {build.chunks} chunks, {build.embedded} embedded "

@@ -34,7 +34,7 @@ ANSWER_SETTINGS = (*RETRIEVAL_SETTINGS, "abstain_threshold", "max_answer_sentenc
                    "max_question_chars")
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "index": ("corpus_dir", "index_dir", "model", "encoder", "chunk_tokens", "chunk_overlap",
-              "late_interaction"),
+              "late_interaction", "token_store", "ray_address"),
     "verify": ("index_dir",),
     "search": RETRIEVAL_SETTINGS,
     "ask": ANSWER_SETTINGS,
@@ -44,7 +44,7 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
               "log_questions", "feedback_db", "query_threads", "query_precision"),
     "feedback export": ("index_dir", "feedback_db"),
 }
-SHORT_FLAGS = {"top_k": "-k"}
+SHORT_FLAGS = {"top_k": "-k", "ray_address": "--ray"}
 
 
 def setting_flag(name: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -39,6 +40,7 @@ TEMPLATES_DIR = (PACKAGE_DIR / "templates" if (PACKAGE_DIR / "templates").is_dir
                  else PACKAGE_DIR.parent / "templates")
 STATIC_DIR = PACKAGE_DIR / "static"
 BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
+RAY_ADDRESS = re.compile(r"(ray://)?[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}")
 RATE_LIMIT_SCHEMES = ("redis://", "rediss://", "unix://", "memory://")
 
 
@@ -184,6 +186,20 @@ class Settings:
                           "passed it for this model, else float) or float.",
                   "choices": ("auto", "float")},
     )
+    # -- issue #17: builds on a Ray cluster, a compressed token store --------------------------
+    token_store: str = field(
+        default="auto",
+        metadata={"help": "Late-interaction token vectors: int8 (about 43 KB a chunk), pq "
+                          "(product-quantized, about 7 KB a chunk), or auto (pq from 20,000 "
+                          "chunks on).",
+                  "choices": ("auto", "int8", "pq")},
+    )
+    ray_address: str = field(
+        default="",
+        metadata={"help": "Run the costly stages of `qa index` on a Ray cluster: host:port of "
+                          "its head, auto (the running cluster), local (one started in this "
+                          "process); empty: no Ray."},
+    )
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None,
@@ -231,6 +247,10 @@ class Settings:
             except ValueError as e:
                 raise ConfigError(f"setting trusted_proxies (QA_TRUSTED_PROXIES) expects "
                                   f"addresses or networks like 10.0.0.0/8, got {part!r}") from e
+        address = self.ray_address
+        if address not in ("", "auto", "local") and not RAY_ADDRESS.fullmatch(address):
+            raise ConfigError(f"setting ray_address (QA_RAY_ADDRESS) expects host:port, auto or "
+                              f"local, got {address!r}")
         storage = self.rate_limit_storage
         if storage and not storage.startswith(RATE_LIMIT_SCHEMES):
             raise ConfigError(f"setting rate_limit_storage (QA_RATE_LIMIT_STORAGE) must start "

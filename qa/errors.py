@@ -37,6 +37,13 @@ class CorpusError(QAError):
     exit_status = 2
 
 
+class ClusterError(QAError):
+    """A build on a Ray cluster could not connect, or a task failed after Ray's retries."""
+
+    code = "cluster_error"
+    exit_status = 2
+
+
 class IndexWriteError(QAError):
     """The index directory cannot be written."""
 

@@ -34,8 +34,9 @@ from qa.errors import CorpusError, IndexCorruptError, NoIndexError
 log = logging.getLogger(__name__)
 
 # Bump when normalization, chunking, acronym rules, the embedded text or the stored sentence terms
-# change: it forces a full rebuild.
-PIPELINE_VERSION = "9"
+# change: it forces a full rebuild. 9: tables keep their rows (qa.tables). 10: the token store's
+# kind (int8 or product-quantized) is a build parameter and is named in the manifest.
+PIPELINE_VERSION = "10"
 HEADER_SECTION_CHARS = 80
 
 Progress = Callable[[str, int, int], None]
@@ -79,6 +80,7 @@ def build_params(settings: Settings, model_key: str) -> dict[str, Any]:
         "encoding": chunking.ENCODING,
         "pipeline": PIPELINE_VERSION,
         "late_interaction": bool(settings.late_interaction),
+        "token_store": settings.token_store,
     }
 
 
@@ -158,52 +160,85 @@ def _build(settings: Settings, layout: store.Layout, sources: list[SourceFile],
 
         embedder = Embedder(settings.model, backend=settings.encoder,
                             onnx_dir=layout.cache / "onnx", threads=os.cpu_count())
-    prepared: list[_PreparedDoc] = []
-    skipped: dict[str, list[str]] = {}
-    for n, source in enumerate(sources, 1):
-        if progress:
-            progress("reading", n, len(sources))
-        reusable = previous is not None and old_docs.get(source.doc_id) == source.content_hash
-        if reusable:
-            assert previous is not None
-            prepared.append(_reuse(previous, source.doc_id))
-            continue
-        try:
-            document = load_document(source, settings.corpus_dir)
-        except UnreadableDocument as e:
-            message = f"skipped {source.path.relative_to(settings.corpus_dir)}: {e}"
-            warnings.append(message)
-            skipped[source.doc_id] = [source.content_hash, message]
-            continue
-        prepared.append(_prepare(document, settings, embedder, model_key))
-
-    version = store.new_version()
-    writer = store.BuildWriter(layout, version)
+    cluster = _connect(settings, layout)
     try:
-        chunk_vectors, sentence_vectors, chunk_tokens, embedded = _write_rows_and_embed(
-            writer, prepared, layout, embedder, model_key, progress,
-            bool(settings.late_interaction))
-        manifest = {
-            "model": settings.model,
-            "params": params,
-            "dimension": int(chunk_vectors.shape[1]),
-            "documents": {p.meta["doc_id"]: p.meta["content_hash"] for p in prepared},
-            "skipped": skipped,
-            "ids": ids,
-            "counts": {"documents": len(prepared)},
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        writer.finish(chunk_vectors, sentence_vectors, manifest, chunk_tokens)
-    except BaseException:
-        writer.abort()
-        raise
-    before = set(previous.manifest.get("documents", {})) if previous is not None else set()
-    removed = len(before - {p.meta["doc_id"] for p in prepared})
-    if embedder.backend_requested != "torch" and embedded:
-        embedder.ensure_onnx()
-    store.clean_leftovers(layout)
-    return BuildResult(len(prepared), int(chunk_vectors.shape[0]), embedded, removed, version,
-                       round(time.perf_counter() - started, 3), True, full, warnings)
+        fresh = [s for s in sources
+                 if previous is None or old_docs.get(s.doc_id) != s.content_hash]
+        if cluster is not None:
+            read = cluster.prepare(fresh, settings, model_key, progress)
+        else:
+            read = {}
+            fresh_ids = {s.doc_id for s in fresh}
+            for n, source in enumerate(sources, 1):
+                if progress:
+                    progress("reading", n, len(sources))
+                if source.doc_id in fresh_ids:
+                    read[source.doc_id] = prepare_source(source, settings, embedder, model_key)
+        prepared: list[_PreparedDoc] = []
+        skipped: dict[str, list[str]] = {}
+        for source in sources:  # in the corpus's order, which gives chunks their FAISS ids
+            outcome = read.get(source.doc_id)
+            if outcome is None:
+                assert previous is not None
+                prepared.append(_reuse(previous, source.doc_id))
+            elif isinstance(outcome, str):
+                warnings.append(outcome)
+                skipped[source.doc_id] = [source.content_hash, outcome]
+            else:
+                prepared.append(outcome)
+
+        version = store.new_version()
+        writer = store.BuildWriter(layout, version)
+        try:
+            chunk_vectors, sentence_vectors, chunk_tokens, embedded = _write_rows_and_embed(
+                writer, prepared, layout, embedder, model_key, progress,
+                bool(settings.late_interaction))
+            manifest = {
+                "model": settings.model,
+                "params": params,
+                "dimension": int(chunk_vectors.shape[1]),
+                "documents": {p.meta["doc_id"]: p.meta["content_hash"] for p in prepared},
+                "skipped": skipped,
+                "ids": ids,
+                "counts": {"documents": len(prepared)},
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            writer.finish(chunk_vectors, sentence_vectors, manifest, chunk_tokens,
+                          token_store=settings.token_store)
+        except BaseException:
+            writer.abort()
+            raise
+        before = set(previous.manifest.get("documents", {})) if previous is not None else set()
+        removed = len(before - {p.meta["doc_id"] for p in prepared})
+        if embedder.backend_requested != "torch" and embedded:
+            embedder.ensure_onnx()
+        store.clean_leftovers(layout)
+        return BuildResult(len(prepared), int(chunk_vectors.shape[0]), embedded, removed, version,
+                           round(time.perf_counter() - started, 3), True, full, warnings)
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def _connect(settings: Settings, layout: store.Layout) -> Any:
+    """The Ray cluster of ``settings.ray_address`` (None without one)."""
+    if not settings.ray_address:
+        return None
+    from qa.distributed import Cluster
+
+    return Cluster(settings.ray_address, settings.model, settings.encoder,
+                               layout.cache / "onnx")
+
+
+def prepare_source(source: SourceFile, settings: Settings, embedder: Any,
+                   model_key: str) -> _PreparedDoc | str:
+    """Read, clean, chunk one document and find its acronyms; a skip message when unreadable.
+    Needs only the embedder's tokenizer (runs on Ray workers as well as here)."""
+    try:
+        document = load_document(source, settings.corpus_dir)
+    except UnreadableDocument as e:
+        return f"skipped {source.path.relative_to(settings.corpus_dir)}: {e}"
+    return _prepare(document, settings, embedder, model_key)
 
 
 def _export_onnx_if_missing(settings: Settings, layout: store.Layout) -> None:
@@ -313,7 +348,7 @@ def _reuse(previous: store.IndexReader, doc_id: str) -> _PreparedDoc:
 
 def _write_rows_and_embed(writer: store.BuildWriter, prepared: list[_PreparedDoc],
                           layout: store.Layout, embedder: Any, model_key: str,
-                          progress: Progress | None, late_interaction: bool
+                          progress: Progress | None, late_interaction: bool, cluster: Any = None
                           ) -> tuple[np.ndarray, np.ndarray, list[store.StoredTokens] | None, int]:
     texts: dict[str, str] = {}
     text_offsets: dict[str, int] = {}
@@ -333,7 +368,7 @@ def _write_rows_and_embed(writer: store.BuildWriter, prepared: list[_PreparedDoc
     sentence_keys = writer.content_keys("sentences")
     token_keys = set(chunk_keys) if late_interaction else set()
     vectors, tokens, missing = _vectors_for(texts, token_keys, layout, embedder, model_key,
-                                            progress)
+                                            progress, cluster)
     embedded = len(missing.intersection(chunk_keys))
     dim = embedder.dimension
     chunk_vectors = _stack([vectors[k] for k in chunk_keys], dim)
@@ -385,10 +420,11 @@ def _with_chunk_ids(doc: _PreparedDoc, first: int) -> list[tuple[int, int, str, 
 
 
 def _vectors_for(texts: dict[str, str], token_keys: set[str], layout: store.Layout,
-                 embedder: Any, model_key: str, progress: Progress | None
+                 embedder: Any, model_key: str, progress: Progress | None, cluster: Any = None
                  ) -> tuple[dict[str, np.ndarray], dict[str, store.StoredTokens], set[str]]:
     """Vectors for every key, and token vectors for ``token_keys``: from the cache, else
-    embedded (and cached batch by batch). Returns both and the keys that had to be embedded."""
+    embedded (here, or on the Ray ``cluster``'s actors) and cached batch by batch. Returns both
+    and the keys that had to be embedded."""
     if not texts:
         return {}, {}, set()
     cache = store.EmbeddingCache(layout.cache / "embeddings.sqlite", model_key,
@@ -400,25 +436,22 @@ def _vectors_for(texts: dict[str, str], token_keys: set[str], layout: store.Layo
         # model's work goes to padding (model.encode sorts only within one call), and the
         # slowest batches are seen first by the progress bar's estimate. Texts whose token
         # vectors are kept (chunks) are batched apart from the others (sentences), so that only
-        # their batches pay for extracting them.
+        # their batches pay for extracting them. Only these missing texts travel to a cluster.
         needed = [k for k in texts if k not in vectors or (k in token_keys and k not in tokens)]
-        step = 256
         batches = []
         for group in ([k for k in needed if k in token_keys],
                       [k for k in needed if k not in token_keys]):
             group.sort(key=lambda k: -len(texts[k]))
-            batches += [group[i:i + step] for i in range(0, len(group), step)]
+            batches += [group[i:i + EMBED_BATCH] for i in range(0, len(group), EMBED_BATCH)]
+        jobs = [([texts[k] for k in keys], keys[0] in token_keys) for keys in batches]
+        results = (cluster.embed(jobs) if cluster is not None
+                   else (embed_job(embedder, job) for job in jobs))
         done = 0
-        for keys in batches:
-            if keys[0] in token_keys:  # the same forward pass gives the chunks' token vectors
-                batch, batch_tokens = embedder.encode_with_tokens([texts[k] for k in keys],
-                                                                  batch_size=32)
-                stored = {k: (t.ids, t.starts, store.quantize_tokens(t.vectors))
-                          for k, t in zip(keys, batch_tokens, strict=True)}
-                cache.put_tokens(list(stored.items()))
-                tokens.update(stored)
-            else:
-                batch = embedder.encode([texts[k] for k in keys], batch_size=32)
+        for keys, (batch, stored) in zip(batches, results, strict=True):
+            if stored is not None:
+                pairs = list(zip(keys, stored, strict=True))
+                cache.put_tokens(pairs)
+                tokens.update(pairs)
             cache.put_many(keys, batch)
             vectors.update(zip(keys, batch, strict=True))
             done += len(keys)
@@ -427,6 +460,20 @@ def _vectors_for(texts: dict[str, str], token_keys: set[str], layout: store.Layo
     finally:
         cache.close()
     return vectors, tokens, set(needed)
+
+
+EMBED_BATCH = 256  # texts a job (a cache write, a progress step, a task on a cluster)
+
+
+def embed_job(embedder: Any, job: tuple[list[str], bool]
+              ) -> tuple[np.ndarray, list[store.StoredTokens] | None]:
+    """One batch's vectors and, when asked, its texts' token vectors as the store keeps them
+    (the same forward pass gives both). Runs here or on a Ray actor."""
+    texts, with_tokens = job
+    if not with_tokens:
+        return embedder.encode(texts, batch_size=32), None
+    batch, batch_tokens = embedder.encode_with_tokens(texts, batch_size=32)
+    return batch, [(t.ids, t.starts, store.quantize_tokens(t.vectors)) for t in batch_tokens]
 
 
 def _stack(rows: list[np.ndarray], dim: int) -> np.ndarray:

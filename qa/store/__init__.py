@@ -15,7 +15,8 @@ Modules, each owning one thing:
 - ``cache``: the embedding cache keyed by model and content hash
 - ``counters``: the rate-limit counters that worker processes share
 - ``feedback``: answer feedback, kept beside the builds across rebuilds
-- ``tokens``: the int8 token vectors of late interaction; ``lru``: the reader's row cache
+- ``tokens``: the int8 token vectors of late interaction; ``compression``: their product-quantized
+  form for large builds; ``lru``: the reader's row cache
 
 What it must not touch: the package never embeds text and never ranks (it returns ids and raw
 scores; ``qa.retrieval`` and ``qa.evidence`` decide), reads no environment and no settings
@@ -38,6 +39,8 @@ from qa.store.layout import (
     KEEP_BUILDS,
     MANIFEST_FILE,
     SENTENCE_FILE,
+    TOKEN_CODEC_FILE,
+    TOKEN_CODES_FILE,
     TOKEN_FILE,
     TOKEN_OFFSETS_FILE,
     TOKEN_STARTS_FILE,
@@ -60,6 +63,8 @@ __all__ = [
     "KEEP_BUILDS",
     "MANIFEST_FILE",
     "SENTENCE_FILE",
+    "TOKEN_CODEC_FILE",
+    "TOKEN_CODES_FILE",
     "TOKEN_FILE",
     "TOKEN_OFFSETS_FILE",
     "TOKEN_STARTS_FILE",

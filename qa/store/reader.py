@@ -20,10 +20,13 @@ from typing import Any
 import numpy as np
 
 from qa.errors import IndexCorruptError, NoIndexError
+from qa.store import compression
 from qa.store.layout import (
     DB_FILE,
     FAISS_FILE,
     SENTENCE_FILE,
+    TOKEN_CODEC_FILE,
+    TOKEN_CODES_FILE,
     TOKEN_FILE,
     TOKEN_OFFSETS_FILE,
     TOKEN_STARTS_FILE,
@@ -92,24 +95,33 @@ class IndexReader:
         self.token_vectors: np.ndarray | None = None
         self.token_offsets: np.ndarray | None = None
         self.token_starts: np.ndarray | None = None
-        if TOKEN_FILE in self.manifest.get("files", {}):
-            self._load_tokens(n_rows)
+        self.token_codec: Any = None  # the product quantizer of a "pq" token store
+        files = self.manifest.get("files", {})
+        if TOKEN_FILE in files or TOKEN_CODES_FILE in files:
+            self._load_tokens(n_rows, TOKEN_CODES_FILE in files)
         # Sentence search maps its hits to passages through this, read at open: no query per
         # search. Beyond SENTENCE_SEARCH_LIMIT sentences there is no sentence search.
         self.sentence_owners: np.ndarray | None = (
             self._read_sentence_owners()
             if self.sentence_vectors.shape[0] <= SENTENCE_SEARCH_LIMIT else None)
 
-    def _load_tokens(self, n_rows: int) -> None:
+    def _load_tokens(self, n_rows: int, quantized: bool) -> None:
+        """Token vectors: int8 rows (``token_vectors``), or, in a "pq" store, uint8 codes in
+        their place and the codec that decodes them (``token_codec``)."""
         try:
-            vectors = np.load(self.dir / TOKEN_FILE, mmap_mode="r")
+            vectors = np.load(self.dir / (TOKEN_CODES_FILE if quantized else TOKEN_FILE),
+                              mmap_mode="r")
             offsets = np.load(self.dir / TOKEN_OFFSETS_FILE)
             starts = np.load(self.dir / TOKEN_STARTS_FILE, mmap_mode="r")
-        except (ValueError, OSError) as e:
+            if quantized:
+                self.token_codec = compression.load(self.dir / TOKEN_CODEC_FILE)
+        except (ValueError, OSError, RuntimeError) as e:
             raise IndexCorruptError(f"cannot load {self.dir}: {e}; run `qa index --full`") from e
+        width = (self.token_codec.sa_code_size() if quantized else self.faiss.d)
         if (offsets.shape != (n_rows + 1,) or vectors.ndim != 2 or int(offsets[-1]) !=
                 vectors.shape[0] or starts.shape != (vectors.shape[0],)
-                or (n_rows and vectors.shape[1] != self.faiss.d)):
+                or (n_rows and vectors.shape[1] != width)
+                or (quantized and self.token_codec.d != self.faiss.d)):
             raise IndexCorruptError(f"{self.dir}: token vectors do not match the chunks; "
                                     "run `qa index --full`")
         # Plain views of the mappings: slicing a np.memmap builds a memmap object each time.
@@ -295,15 +307,21 @@ class IndexReader:
         bounds = np.zeros(len(ids) + 1, dtype=np.int64)
         np.cumsum(ends - starts, out=bounds[1:])
         ranges = list(zip(starts.tolist(), ends.tolist(), bounds[:-1].tolist(), strict=True))
-        # int8 rows straight into one float32 block: no concatenated int8 copy in between.
-        tokens = np.empty((int(bounds[-1]), self.token_vectors.shape[1]), dtype=np.float32)
+        # int8 rows straight into one float32 block: no concatenated int8 copy in between (or
+        # the codes into one uint8 block, decoded at once).
+        codec = self.token_codec
+        tokens = np.empty((int(bounds[-1]), self.token_vectors.shape[1]),
+                          dtype=np.float32 if codec is None else np.uint8)
         piece_starts = np.empty(int(bounds[-1]), dtype=self.token_starts.dtype)
         for a, b, at in ranges:
             tokens[at:at + b - a] = self.token_vectors[a:b]
             piece_starts[at:at + b - a] = self.token_starts[a:b]
+        if codec is not None:
+            tokens = compression.decode(codec, tokens)
         # (tokens x dim) @ (dim x pieces), transposed: the cheaper product for BLAS here.
         sims = (tokens @ np.asarray(query, dtype=np.float32).T).T
-        sims *= 1.0 / TOKEN_SCALE
+        if codec is None:
+            sims *= 1.0 / TOKEN_SCALE
         return TokenMatch(ids, bounds, sims, piece_starts)
 
     def term_frequencies(self, terms: Sequence[str]) -> dict[str, int]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -18,12 +19,15 @@ from typing import Any
 import numpy as np
 
 from qa.errors import IndexCorruptError
+from qa.store import compression
 from qa.store.layout import (
     DB_FILE,
     FAISS_FILE,
     FORMAT_VERSION,
     MANIFEST_FILE,
     SENTENCE_FILE,
+    TOKEN_CODEC_FILE,
+    TOKEN_CODES_FILE,
     TOKEN_FILE,
     TOKEN_OFFSETS_FILE,
     TOKEN_STARTS_FILE,
@@ -36,7 +40,13 @@ from qa.store.reader import IndexReader
 from qa.store.tokens import StoredTokens
 from qa.store.verification import file_sha256, sampled_sha256
 
+log = logging.getLogger(__name__)
+
 HNSW_THRESHOLD = 200_000
+# From this many chunks on, an "auto" token store is product-quantized (``compression``: about
+# 7 KB a chunk instead of 43 KB; bench/RESULTS.md has what it costs in quality); below, int8.
+TOKEN_PQ_THRESHOLD = 20_000
+TOKEN_STORES = ("auto", "int8", "pq")
 
 SCHEMA = """
 CREATE TABLE documents (
@@ -131,18 +141,21 @@ class BuildWriter:
         return [k for (k,) in self.db.execute(f"SELECT content_key FROM {table} ORDER BY rowid")]
 
     def finish(self, chunk_vectors: np.ndarray, sentence_vectors: np.ndarray,
-               manifest: dict[str, Any], chunk_tokens: Sequence[StoredTokens] | None = None
-               ) -> Path:
-        """Write vectors (and each chunk's token vectors, when given) and the manifest, fsync,
-        verify, publish. Returns the published directory."""
+               manifest: dict[str, Any], chunk_tokens: Sequence[StoredTokens] | None = None,
+               token_store: str = "auto") -> Path:
+        """Write vectors (and each chunk's token vectors, when given, in the ``token_store``
+        chosen: "int8", "pq" or "auto" by size) and the manifest, fsync, verify, publish.
+        Returns the published directory."""
         if chunk_vectors.shape[0] != self._next_chunk:
             raise IndexCorruptError("vector count does not match chunk count (bug)")
         names = [FAISS_FILE, SENTENCE_FILE, DB_FILE]
         if chunk_tokens is not None:
             if len(chunk_tokens) != self._next_chunk:
                 raise IndexCorruptError("token vector count does not match chunk count (bug)")
-            self._write_tokens(chunk_tokens, int(chunk_vectors.shape[1]))
-            names[2:2] = [TOKEN_FILE, TOKEN_OFFSETS_FILE, TOKEN_STARTS_FILE]
+            kind = self._write_tokens(chunk_tokens, int(chunk_vectors.shape[1]), token_store)
+            names[2:2] = ([TOKEN_FILE] if kind == "int8" else [TOKEN_CODES_FILE, TOKEN_CODEC_FILE]
+                          ) + [TOKEN_OFFSETS_FILE, TOKEN_STARTS_FILE]
+            manifest = {**manifest, "token_store": kind}
         self.db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')")
         self.db.commit()
         self.db.execute("PRAGMA journal_mode=DELETE")
@@ -174,33 +187,67 @@ class BuildWriter:
         publish(self.layout, self.version)
         return final
 
-    def _write_tokens(self, chunk_tokens: Sequence[StoredTokens], dim: int) -> None:
-        """The flat token matrix, each chunk's offset into it, and every word piece's chunk
-        frequency (for weighting a question's pieces)."""
+    def _write_tokens(self, chunk_tokens: Sequence[StoredTokens], dim: int,
+                      token_store: str) -> str:
+        """The flat token matrix (int8 vectors, or product-quantized codes and their codec),
+        each chunk's offset into it, and every word piece's chunk frequency (for weighting a
+        question's pieces). Returns the kind of store written."""
         lengths = np.fromiter((ids.size for ids, _, _ in chunk_tokens), dtype=np.int64,
                               count=len(chunk_tokens))
         offsets = np.zeros(len(chunk_tokens) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        matrix = np.lib.format.open_memmap(self.tmp / TOKEN_FILE, mode="w+", dtype=np.int8,
-                                           shape=(int(offsets[-1]), dim))
-        starts = np.zeros(int(offsets[-1]), dtype=np.int32)
+        n_pieces = int(offsets[-1])
+        kind = token_store_kind(token_store, len(chunk_tokens), n_pieces, dim)
+        codec = _train_codec(chunk_tokens, offsets) if kind == "pq" else None
+        matrix = (np.lib.format.open_memmap(self.tmp / TOKEN_FILE, mode="w+", dtype=np.int8,
+                                            shape=(n_pieces, dim)) if codec is None else
+                  np.lib.format.open_memmap(self.tmp / TOKEN_CODES_FILE, mode="w+",
+                                            dtype=np.uint8,
+                                            shape=(n_pieces, compression.PQ_SUBSPACES)))
+        starts = np.zeros(n_pieces, dtype=np.int32)
         df: dict[int, int] = {}
         for (ids, piece_starts, vectors), start in zip(chunk_tokens, offsets[:-1].tolist(),
                                                        strict=True):
-            matrix[start:start + ids.size] = vectors
+            matrix[start:start + ids.size] = (vectors if codec is None
+                                              else compression.encode(codec, vectors))
             starts[start:start + ids.size] = piece_starts
             for piece in np.unique(ids).tolist():
                 df[piece] = df.get(piece, 0) + 1
         matrix.flush()
         del matrix
+        if codec is not None:
+            compression.save(codec, self.tmp / TOKEN_CODEC_FILE)
         np.save(self.tmp / TOKEN_OFFSETS_FILE, offsets)
         np.save(self.tmp / TOKEN_STARTS_FILE, starts)
         self.db.executemany("INSERT INTO piece_df VALUES (?, ?)", sorted(df.items()))
+        return kind
 
     def abort(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self.db.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def token_store_kind(setting: str, chunks: int, pieces: int, dim: int) -> str:
+    """The token store a build of ``chunks`` chunks holding ``pieces`` word pieces gets:
+    "pq" when asked or ("auto") from TOKEN_PQ_THRESHOLD chunks on, provided there are enough
+    pieces to train a quantizer on; else "int8"."""
+    if setting not in TOKEN_STORES:
+        raise ValueError(f"unknown token store {setting!r}")
+    wanted = setting == "pq" or (setting == "auto" and chunks >= TOKEN_PQ_THRESHOLD)
+    if wanted and not compression.can_train(pieces, dim):
+        log.warning("too few token vectors (%d) to train a quantizer: stored as int8", pieces)
+        return "int8"
+    return "pq" if wanted else "int8"
+
+
+def _train_codec(chunk_tokens: Sequence[StoredTokens], offsets: np.ndarray) -> Any:
+    """A product quantizer trained on a seeded sample of all the build's pieces."""
+    rows = compression.sample_rows(int(offsets[-1]))
+    owners = np.searchsorted(offsets, rows, side="right") - 1
+    sample = np.stack([chunk_tokens[c][2][r - offsets[c]]
+                       for c, r in zip(owners.tolist(), rows.tolist(), strict=True)])
+    return compression.train(sample)
 
 
 def write_faiss(path: Path, vectors: np.ndarray) -> str:

@@ -1,0 +1,131 @@
+"""The late-interaction token store by size: int8 rows for small builds, product-quantized codes
+(``store.compression``) for large ones or when asked; both give the same late-interaction
+scores within the quantizer's error, and a PQ build is checked at load like any other."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qa import evidence, store
+from qa.errors import IndexCorruptError
+from qa.evidence import LateQuery
+from qa.store import compression
+
+DIM = 384  # the model's: PQ_SUBSPACES sub-vectors of 6 dimensions
+PIECES = 120  # a chunk, about as many as the bundled corpus's chunks hold
+
+
+def _clustered(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Unit vectors around a few directions, like contextual word-piece vectors."""
+    centres = rng.normal(size=(16, DIM)).astype(np.float32)
+    v = centres[rng.integers(0, 16, size=n)] + 0.6 * rng.normal(size=(n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _floats(chunks: int, seed: int = 3) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [_clustered(rng, PIECES) for _ in range(chunks)]
+
+
+def _build(root: Path, floats: list[np.ndarray], token_store: str) -> store.IndexReader:
+    layout = store.Layout(root)
+    writer = store.BuildWriter(layout, store.new_version())
+    n = len(floats)
+    writer.add_document({"doc_id": "d", "path": "d.txt", "title": "D", "authors": [],
+                         "content_hash": "h"}, "x" * n, "x" * n, list(range(n)), [0], [], n)
+    writer.add_chunks([{"chunk_id": f"d#{i}", "doc_id": "d", "ordinal": i, "start": i,
+                        "end": i + 1, "text": "x", "section": None, "page": None, "n_tokens": 1,
+                        "content_key": f"k{i}", "header": "", "context": ""} for i in range(n)])
+    tokens = [(np.arange(len(f), dtype=np.int32) % 50, np.arange(len(f), dtype=np.int32),
+               store.quantize_tokens(f)) for f in floats]
+    vectors = np.random.default_rng(0).normal(size=(n, DIM)).astype(np.float32)
+    writer.finish(vectors, np.zeros((0, DIM), dtype=np.float32),
+                  {"dimension": DIM, "counts": {"documents": 1}}, tokens, token_store=token_store)
+    return store.open_current(layout.root)
+
+
+def _late(reader: store.IndexReader, query: LateQuery, rowids: list[int]) -> dict[int, float]:
+    match = reader.match_tokens(query.vectors, rowids)
+    assert match is not None
+    return evidence.late_scores(match, query)
+
+
+def test_pq_store_scores_like_int8_and_is_six_times_smaller(tmp_path: Path) -> None:
+    floats = _floats(84)  # 10,080 pieces: enough to train 256 centroids a sub-space
+    int8 = _build(tmp_path / "int8", floats, "int8")
+    pq = _build(tmp_path / "pq", floats, "pq")
+    try:
+        assert int8.manifest["token_store"] == "int8" and pq.manifest["token_store"] == "pq"
+        files = set(pq.manifest["files"])
+        assert {store.TOKEN_CODES_FILE, store.TOKEN_CODEC_FILE} <= files
+        assert store.TOKEN_FILE not in files and not (pq.dir / store.TOKEN_FILE).exists()
+        assert pq.token_codec is not None and int8.token_codec is None
+        size_int8 = (int8.dir / store.TOKEN_FILE).stat().st_size
+        size_codes = (pq.dir / store.TOKEN_CODES_FILE).stat().st_size
+        assert size_codes * 5.9 < size_int8  # 64 bytes a piece against 384
+        # The quantizer itself is a fixed cost (256 centroids of 6 floats in 64 sub-spaces).
+        assert (pq.dir / store.TOKEN_CODEC_FILE).stat().st_size < 256 * DIM * 4 + 4096
+        rng = np.random.default_rng(7)
+        query = LateQuery(_clustered(rng, 6), np.array([1, 2, 0.5, 1.5, 1, 3], dtype=np.float32))
+        rowids = list(range(0, 84, 3))
+        exact = {r: float(query.weights @ (query.vectors @ floats[r].T).max(axis=1)
+                          / query.weights.sum()) for r in rowids}
+        got_int8, got_pq = _late(int8, query, rowids), _late(pq, query, rowids)
+        assert sorted(got_pq) == sorted(exact)
+        for r in rowids:
+            assert got_int8[r] == pytest.approx(exact[r], abs=0.01)
+            assert got_pq[r] == pytest.approx(exact[r], abs=0.05)
+        # What late interaction decides with: the order of the chunks hardly moves.
+        order = sorted(rowids, key=lambda r: -exact[r])
+        assert set(sorted(rowids, key=lambda r: -got_pq[r])[:5]) & set(order[:5])
+        # Piece frequencies and starts do not depend on the store.
+        assert pq.piece_frequencies(list(range(50))) == int8.piece_frequencies(list(range(50)))
+        np.testing.assert_array_equal(np.asarray(pq.token_starts), np.asarray(int8.token_starts))
+    finally:
+        int8.close()
+        pq.close()
+
+
+def test_auto_store_is_chosen_by_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    kind = store.writer.token_store_kind
+    enough = compression.MIN_TRAIN
+    monkeypatch.setattr(store.writer, "TOKEN_PQ_THRESHOLD", 1000)
+    assert kind("auto", 999, 10 * enough, DIM) == "int8"
+    assert kind("auto", 1000, 10 * enough, DIM) == "pq"
+    assert kind("int8", 10**6, 10 * enough, DIM) == "int8"
+    assert kind("pq", 10, enough, DIM) == "pq"
+    assert kind("pq", 10, enough - 1, DIM) == "int8"  # too few pieces to train on
+    assert kind("pq", 10, enough, 100) == "int8"  # no whole number of sub-vectors
+    with pytest.raises(ValueError, match="unknown token store"):
+        kind("binary", 10, enough, DIM)
+
+
+def test_a_damaged_codec_is_refused(tmp_path: Path) -> None:
+    reader = _build(tmp_path / "index", _floats(84), "pq")
+    build = reader.dir
+    reader.close()
+    codec = build / store.TOKEN_CODEC_FILE
+    codec.write_bytes(b"not a quantizer")
+    manifest = json.loads((build / store.MANIFEST_FILE).read_text())
+    manifest["files"][store.TOKEN_CODEC_FILE] = store.verification.file_sha256(codec)
+    manifest["samples"][store.TOKEN_CODEC_FILE] = {
+        "size": codec.stat().st_size, "sha256": store.verification.sampled_sha256(codec)}
+    (build / store.MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(IndexCorruptError, match="run `qa index --full`"):
+        store.open_current(tmp_path / "index")
+
+
+def test_codes_are_deterministic_and_decode_to_unit_rows() -> None:
+    """The quantizer is trained with a seed: two builds of the same pieces store the same codes."""
+    rng = np.random.default_rng(5)
+    vectors = store.quantize_tokens(_clustered(rng, compression.MIN_TRAIN))
+    codes = compression.encode(compression.train(vectors), vectors[:500])
+    codec = compression.train(vectors)
+    np.testing.assert_array_equal(compression.encode(codec, vectors[:500]), codes)
+    decoded = compression.decode(codec, codes)
+    np.testing.assert_allclose(np.linalg.norm(decoded, axis=1), 1.0, atol=1e-5)
+    assert compression.decode(codec, np.zeros((0, 64), dtype=np.uint8)).shape == (0, DIM)
