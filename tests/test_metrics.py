@@ -160,13 +160,27 @@ def _log_lines(log: Path) -> list[dict[str, Any]]:
     lines = []
     for line in log.read_text(errors="replace").splitlines():
         if line.startswith("{"):
-            lines.append(json.loads(line))
+            try:
+                lines.append(json.loads(line))
+            except ValueError:  # the last line, still being written
+                continue
     return lines
 
 
+def _logged(log: Path, request_id: str) -> dict[str, Any]:
+    """The request's log line. A worker may write it just after the response has left, so it is
+    waited for (bounded: 10 s)."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = [r for r in _log_lines(log) if r.get("request_id") == request_id]
+        if found or time.monotonic() > deadline:
+            (line,) = found
+            return line
+        time.sleep(0.02)
+
+
 def _pid_of(log: Path, request_id: str) -> int:
-    (line,) = [r for r in _log_lines(log) if r.get("request_id") == request_id]
-    return int(line["pid"])
+    return int(_logged(log, request_id)["pid"])
 
 
 @pytest.mark.slow
@@ -197,7 +211,7 @@ def test_a_scrape_counts_the_requests_of_both_workers(two_workers: dict[str, Any
                                                           "X-Request-ID": "answer-1"},
                                  "POST", json.dumps({"question": JWC}))
     assert status == 200
-    (line,) = [r for r in _log_lines(log) if r.get("request_id") == "answer-1"]
+    line = _logged(log, "answer-1")
     assert line["method"] == "POST" and line["route"] == "/api/v1/answer"
     assert line["status"] == 200 and line["abstained"] is False
     assert line["index_version"] == json.loads(body)["index_version"]
