@@ -22,7 +22,6 @@ nothing of files beyond the encoder's cache directory, nor of FAISS or ranking.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -36,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from qa import store
 
 log = logging.getLogger(__name__)
 
@@ -124,14 +125,6 @@ def gate_path(model: Path) -> Path:
     return model.with_name(model.name + GATE_SUFFIX)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def gate_passed(model: Path) -> bool:
     """True when ``model``'s gate record says it passed, for this very file."""
     record = gate_path(model)
@@ -141,13 +134,13 @@ def gate_passed(model: Path) -> bool:
         data = json.loads(record.read_text())
     except (OSError, ValueError):
         return False
-    return bool(data.get("passed")) and data.get("sha256") == file_sha256(model)
+    return bool(data.get("passed")) and data.get("sha256") == store.verification.file_sha256(model)
 
 
 def write_gate(model: Path, record: Mapping[str, Any]) -> Path:
     """Write ``model``'s gate record (``record`` must say ``passed``), keyed by its sha256."""
     path = gate_path(model)
-    data = {**record, "model_file": model.name, "sha256": file_sha256(model)}
+    data = {**record, "model_file": model.name, "sha256": store.verification.file_sha256(model)}
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
     os.replace(tmp, path)
