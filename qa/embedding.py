@@ -153,6 +153,9 @@ class Embedder:
     @cached_property
     def _st(self) -> Any:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        # transformers draws a "Loading weights" progress bar for a load that takes milliseconds
+        # from disk; in a server's log it lands in the middle of other processes' lines.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         import torch
         from sentence_transformers import SentenceTransformer
 
