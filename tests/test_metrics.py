@@ -157,11 +157,16 @@ def two_workers(built_tiny: Settings, tmp_path: Path) -> Iterator[dict[str, Any]
 
 
 def _log_lines(log: Path) -> list[dict[str, Any]]:
+    """The JSON objects of the log. Two workers and the master share the file, so a line may
+    begin with another process's unterminated output (a progress bar, say): each object is
+    read from its first brace."""
     lines = []
+    decoder = json.JSONDecoder()
     for line in log.read_text(errors="replace").splitlines():
-        if line.startswith("{"):
+        start = line.find('{"')
+        if start >= 0:
             try:
-                lines.append(json.loads(line))
+                lines.append(decoder.raw_decode(line, start)[0])
             except ValueError:  # the last line, still being written
                 continue
     return lines
@@ -174,8 +179,8 @@ def _logged(log: Path, request_id: str) -> dict[str, Any]:
     while True:
         found = [r for r in _log_lines(log) if r.get("request_id") == request_id]
         if found or time.monotonic() > deadline:
-            (line,) = found
-            return line
+            assert len(found) == 1, log.read_text(errors="replace")[-3000:]
+            return found[0]
         time.sleep(0.02)
 
 
@@ -186,16 +191,20 @@ def _pid_of(log: Path, request_id: str) -> int:
 @pytest.mark.slow
 def test_a_scrape_counts_the_requests_of_both_workers(two_workers: dict[str, Any]) -> None:
     port, log = two_workers["port"], two_workers["log"]
-    # Requests until both workers have answered some (each on its own connection; bounded).
+    # Requests until both workers have answered some, each on its own connection. The second
+    # worker may still be loading its app when the first is ready, so the bound is in time
+    # (120 s), with a pause that lets the other worker reach accept().
     pids: dict[int, int] = {}
     sent = 0
-    while len(pids) < 2 and sent < 400:
+    deadline = time.monotonic() + 120
+    while len(pids) < 2 and time.monotonic() < deadline:
         rid = f"health-{sent}"
         status, headers, _ = _get(port, "/healthz", {"X-Request-ID": rid})
         assert status == 200 and headers["X-Request-ID"] == rid
         sent += 1
         pid = _pid_of(log, rid)
         pids[pid] = pids.get(pid, 0) + 1
+        time.sleep(0.02)
     assert len(pids) == 2, f"one worker answered all {sent} requests"
     status, headers, text = _get(port, "/metrics", {"X-Request-ID": "scrape-1"})
     assert status == 200
