@@ -28,8 +28,7 @@ $(BIN)/qa: pyproject.toml
 install: $(BIN)/qa ## Create .venv and install the service
 
 $(BIN)/pytest: $(BIN)/qa
-	# The ray extra too, so that the Ray cluster tests run (they are skipped without it).
-	$(BIN)/pip install --quiet -e '.[test,ray]'
+	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@
 
 install-test: $(BIN)/pytest ## Install the test dependencies too

