@@ -141,7 +141,8 @@ class Settings:
     trusted_proxies: str = field(
         default="",
         metadata={"help": "Comma-separated addresses or networks of reverse proxies whose "
-                          "X-Forwarded-For names the client (empty: the connection's address)."},
+                          "X-Forwarded-For names the client and whose X-Forwarded-Proto: https "
+                          "makes the admin cookie Secure (empty: the connection's own)."},
     )
     reload_interval: float = field(
         default=1.0,

@@ -9,9 +9,8 @@ sees, Redis when ``rate_limit_storage`` names one, else a SQLite file in the ind
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -22,14 +21,12 @@ from limits.storage import Storage
 
 from qa import store
 from qa.config import Settings
+from qa.proxies import client_address, trusted_networks
 
 log = logging.getLogger(__name__)
 
 SQLITE_SCHEME = "qa+sqlite"
 COUNTS_FILE = "ratelimit.sqlite"
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 
 class SharedFileStorage(Storage):
     """A ``limits`` storage over ``store.RateCounters``: ``qa+sqlite:///path/to/file``."""
@@ -68,47 +65,6 @@ def storage_uri(settings: Settings) -> str:
     if settings.rate_limit_storage:
         return settings.rate_limit_storage
     return f"{SQLITE_SCHEME}://{(settings.index_dir / COUNTS_FILE).resolve()}"
-
-
-def trusted_networks(value: str) -> list[Network]:
-    """``QA_TRUSTED_PROXIES``: comma-separated addresses or networks (validated by config)."""
-    return [ipaddress.ip_network(part.strip(), strict=False)
-            for part in value.split(",") if part.strip()]
-
-
-def client_address(remote_addr: str | None, forwarded_for: Sequence[str],
-                   trusted: Sequence[Network]) -> str:
-    """The client a request comes from. ``X-Forwarded-For`` counts only when the connection
-    comes from a trusted proxy; its entries are read from the right (each appended by the next
-    hop) and the first one that is not itself a trusted proxy is the client. A client cannot
-    choose its address by sending the header itself."""
-    address = remote_addr or "unknown"
-    if not trusted or not _within(address, trusted):
-        return address
-    hops = [h.strip() for header in forwarded_for for h in header.split(",") if h.strip()]
-    for hop in reversed(hops):
-        if not _parses(hop):
-            return address  # a garbled entry: the last trusted hop is all that is known
-        address = hop
-        if not _within(hop, trusted):
-            return hop
-    return address
-
-
-def _parses(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _within(value: str, networks: Sequence[Network]) -> bool:
-    try:
-        address = ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
 
 
 # Form posts that count like questions: answer feedback and admin sign-in attempts.

@@ -1,7 +1,7 @@
 """The admin pages with Flask's test client: 404 without a token, sign-in with the token into an
-HttpOnly SameSite=Strict session cookie, CSRF tokens on every form, uploads with their sidecar,
-deletion, a rebuild followed on its job page, the versions kept, and sign-out. (The whole flow
-in a real browser is in test_browser.py.)"""
+HttpOnly SameSite=Strict session cookie (Secure over HTTPS), CSRF tokens on every form, uploads
+with their sidecar, deletion, a rebuild followed on its job page, the versions kept, and
+sign-out. (The whole flow in a real browser is in test_browser.py.)"""
 
 from __future__ import annotations
 
@@ -78,6 +78,28 @@ def test_sign_in_sets_a_strict_http_only_cookie_and_needs_csrf(client: FlaskClie
     # The CSRF token changed at sign-in: the one shown before no longer works.
     stale = client.post("/admin/logout", data={"csrf_token": csrf_of(login)})
     assert stale.status_code == 400
+
+
+def _sign_in_cookie(client: FlaskClient, **environ: str) -> str:
+    login = client.get("/admin", environ_overrides=environ)
+    response = client.post("/admin/login", data={"csrf_token": csrf_of(login), "token": TOKEN},
+                           environ_overrides=environ)
+    assert response.status_code == 303
+    return str(response.headers["Set-Cookie"])
+
+
+def test_the_cookie_is_secure_when_the_client_used_https(fresh_service: QAService) -> None:
+    settings = fresh_service.settings.replace(admin_token=TOKEN)
+    app = create_app(settings, fresh_service)
+    assert "Secure" not in _sign_in_cookie(app.test_client())  # plain HTTP, on 127.0.0.1
+    assert "Secure" in _sign_in_cookie(app.test_client(), **{"wsgi.url_scheme": "https"})
+    # A client cannot claim HTTPS by sending the proxy's header itself...
+    claimed = {"HTTP_X_FORWARDED_PROTO": "https", "REMOTE_ADDR": "192.0.2.7"}
+    assert "Secure" not in _sign_in_cookie(app.test_client(), **claimed)
+    # ...but a trusted proxy that terminated TLS can.
+    proxied = create_app(settings.replace(trusted_proxies="127.0.0.1"), fresh_service)
+    assert "Secure" in _sign_in_cookie(proxied.test_client(), HTTP_X_FORWARDED_PROTO="https")
+    assert "Secure" not in _sign_in_cookie(proxied.test_client())
 
 
 def test_forms_without_the_session_csrf_token_change_nothing(client: FlaskClient,

@@ -3,7 +3,10 @@
 The JSON API takes ``Authorization: Bearer <admin token>``. The admin pages sign in with the same
 token once and then carry a session cookie (HttpOnly, SameSite=Strict, path ``/admin``, signed
 with a key derived from the token, so changing the token signs everyone out and every worker
-accepts the cookies of the others). Every form of the admin pages carries a CSRF token that
+accepts the cookies of the others). The cookie is also Secure when the request came over HTTPS:
+on the connection itself, or by ``X-Forwarded-Proto: https`` from a trusted proxy
+(``QA_TRUSTED_PROXIES``, the proxies whose ``X-Forwarded-For`` counts too), so that a browser
+never sends it back over plain HTTP. Every form of the admin pages carries a CSRF token that
 must match the session's. Both are disabled (404) when no admin token is set.
 """
 
@@ -15,9 +18,11 @@ import secrets
 from datetime import timedelta
 
 from flask import Flask, request, session
+from flask.sessions import SecureCookieSessionInterface
 
 from qa.config import Settings
 from qa.errors import NotFoundError, QAError, UnauthorizedError
+from qa.proxies import Network, forwarded_https, trusted_networks
 from qa.web.state import current
 
 SESSION_HOURS = 8
@@ -31,9 +36,22 @@ class CSRFError(QAError):
     http_status = 400
 
 
+class _SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, Secure whenever the request came over HTTPS."""
+
+    def __init__(self, trusted: list[Network]) -> None:
+        self.trusted = trusted
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(app.config["SESSION_COOKIE_SECURE"]) or forwarded_https(
+            request.scheme, request.remote_addr, request.headers.get("X-Forwarded-Proto", ""),
+            self.trusted)
+
+
 def configure_sessions(app: Flask, settings: Settings) -> None:
     if not settings.admin_token:
         return
+    app.session_interface = _SessionInterface(trusted_networks(settings.trusted_proxies))
     app.secret_key = hmac.new(settings.admin_token.encode(), b"qa admin session cookie",
                               hashlib.sha256).hexdigest()
     app.config.update(SESSION_COOKIE_NAME="qa_admin", SESSION_COOKIE_HTTPONLY=True,
