@@ -1,6 +1,7 @@
 """Index builds on a real Ray cluster on loopback (no mocks): one started in this process with 2
 CPUs (``local``), and a two-node one (``ray start --head`` plus ``ray start --address``) that
-`qa index --ray 127.0.0.1:PORT` builds against. Each builds the bundled corpus; the result must
+`qa index --ray 127.0.0.1:PORT` builds against, inside a fresh network namespace that has only
+loopback (tests/ray_two_nodes.py). Each builds the bundled corpus; the result must
 equal a local build of it: same documents, chunks, sentences and offsets, vectors within 1e-5,
 the same answers. An install without ray (pip --no-deps) is told how to get it."""
 
@@ -9,12 +10,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -119,84 +117,75 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _ray_node(args: list[str], tmp: Path, name: str) -> subprocess.Popen[bytes]:
-    """`ray start ... --block` in its own process group, so the test can stop all it started."""
-    ray_bin = Path(sys.executable).parent / "ray"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    with open(tmp / f"{name}.log", "wb") as log:  # the child keeps its own descriptor
-        return subprocess.Popen([str(ray_bin), "start", "--block", "--num-cpus", "1",
-                                 "--node-ip-address", "127.0.0.1", "--disable-usage-stats",
-                                 *args], stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+NAMESPACE = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc"]
+TWO_NODES = Path(__file__).resolve().parent / "ray_two_nodes.py"
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
-
-
-@pytest.fixture
-def two_nodes(tmp_path: Path) -> Iterator[str]:
-    """A head and a worker node on loopback, one CPU each; stopped (process groups) after."""
-    import ray
-
-    port = _free_port()
-    temp = Path(f"/tmp/qa-ray-{os.getpid()}-{port}")  # short: socket paths fit in 107 bytes
-    head = _ray_node(["--head", "--port", str(port), "--include-dashboard", "false",
-                      "--temp-dir", str(temp)], tmp_path, "head")
-    nodes = [head]
+def _namespace_problem() -> str | None:
+    """Why a fresh network (and PID) namespace cannot be made here, or None when it can."""
+    if os.geteuid() != 0:
+        return "not root: unshare --net needs CAP_SYS_ADMIN"
+    for tool in ("unshare", "ip"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (util-linux / iproute2)"
     try:
-        address = f"127.0.0.1:{port}"
-        deadline = time.monotonic() + 300
-        worker = None
-        while True:  # the head must be up before the worker joins it
-            if head.poll() is not None:
-                pytest.fail(f"ray head exited: {(tmp_path / 'head.log').read_text()[-2000:]}")
-            try:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False)
-                alive = [n for n in ray.nodes() if n["Alive"]]
-                if worker is None:
-                    worker = _ray_node(["--address", address], tmp_path, "worker")
-                    nodes.append(worker)
-                if len(alive) >= 2:
-                    break
-            except (ConnectionError, RuntimeError):
-                pass
-            finally:
-                ray.shutdown()
-            assert time.monotonic() < deadline, "the two-node cluster did not come up"
-            time.sleep(1)
-        yield address
-    finally:
-        for node in reversed(nodes):
-            _stop(node)
-        shutil.rmtree(temp, ignore_errors=True)
+        done = subprocess.run([*NAMESPACE, "ip", "link", "set", "lo", "up"],
+                              capture_output=True, text=True, timeout=30, check=False)
+    except subprocess.TimeoutExpired:
+        return "unshare did not return within 30 s"
+    if done.returncode:
+        return f"unshare --net fails here: {done.stderr.strip()[-300:]}"
+    return None
+
+
+def _processes_in(pid_namespace: str) -> list[str]:
+    """Command lines of the processes still in a PID namespace (``pid:[inode]``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.readlink(entry / "ns" / "pid") == pid_namespace:
+                found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:  # the process ended while looked at
+            continue
+    return found
 
 
 @pytest.mark.ray
 @pytest.mark.slow
-@pytest.mark.skip(reason=(
-    "not passing on this machine: Ray 2.60 turns a node's 127.0.0.1 into the host's address "
-    "(192.0.2.2) unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, which then refuses a second node, "
-    "and its GCS listens on every interface, against this machine's loopback-only rule; the "
-    "in-process cluster test above covers the Ray build (issue #17 stays open)"))
 def test_qa_index_on_a_two_node_cluster_equals_a_local_build(
-        two_nodes: str, tmp_path: Path, local_build: Settings) -> None:
-    """`qa index --ray 127.0.0.1:PORT`, in a fresh interpreter, against two `ray start` nodes."""
+        tmp_path: Path, local_build: Settings) -> None:
+    """`ray start --head` plus a second `ray start --address 127.0.0.1:PORT` (one CPU each) and
+    `qa index --ray 127.0.0.1:PORT`, all inside a fresh network namespace (only loopback exists
+    there: Ray 2.60 would otherwise advertise the host's address and bind every interface) and
+    a fresh PID namespace, which the kernel empties when the run ends or is killed."""
+    problem = _namespace_problem()
+    if problem:
+        pytest.skip(f"cannot make a network namespace for the two-node cluster: {problem}")
     index = tmp_path / "index"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QA_")}
-    env["HF_HUB_OFFLINE"] = "1"
-    done = subprocess.run(
-        [sys.executable, "-m", "qa.cli", "index", "--json", "--encoder", "torch",
-         "--corpus-dir", str(PROJECT / "corpus"), "--index-dir", str(index),
-         "--ray", two_nodes], capture_output=True, text=True, env=env, timeout=900, check=False)
+    temp = Path(f"/tmp/qa-ray-{os.getpid()}-{_free_port()}")  # socket paths fit in 107 bytes
+    # The helper reports its PID namespace first thing, so the test can check it is empty after.
+    marker = tmp_path / "pid-namespace"
+    script = ("import os, runpy, sys\n"
+              f"open({str(marker)!r}, 'w').write(os.readlink('/proc/self/ns/pid'))\n"
+              f"sys.argv = [{str(TWO_NODES)!r}, *sys.argv[1:]]\n"
+              f"runpy.run_path({str(TWO_NODES)!r}, run_name='__main__')\n")
+    done: subprocess.CompletedProcess[str] | None = None
+    try:  # a run that times out is killed, and the kernel then ends all it started
+        done = subprocess.run([*NAMESPACE, sys.executable, "-c", script, str(PROJECT / "corpus"),
+                               str(index), str(temp)], capture_output=True, text=True,
+                              cwd=PROJECT, timeout=1500, check=False)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    namespace = marker.read_text()
+    assert namespace != os.readlink("/proc/self/ns/pid")
+    assert _processes_in(namespace) == []  # nothing of the cluster outlives the run
+    assert done is not None, "the two-node run took more than 1,500 s"
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout)
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["nodes"] == ["127.0.0.1", "127.0.0.1"]
+    result = report["build"]
     assert result["documents"] == 5 and result["embedded"] == result["chunks"]
     _assert_same_build(make_settings(PROJECT / "corpus", index, encoder="torch"), local_build)
 

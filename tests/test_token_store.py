@@ -15,8 +15,11 @@ from qa.errors import IndexCorruptError
 from qa.evidence import LateQuery
 from qa.store import compression
 
-DIM = 384  # the model's: PQ_SUBSPACES sub-vectors of 6 dimensions
-PIECES = 120  # a chunk, about as many as the bundled corpus's chunks hold
+DIM = 384  # the model's: compression.CODEC's sub-vectors of 4 dimensions
+PIECES = 120  # a chunk, about as many as the bundled corpus's chunks hold (111.5)
+# Of the exact late-interaction top 10 among 84 chunks of close scores, over 20 questions (a
+# random order keeps 0.12; PQ96 keeps 0.65 here, PQ64 0.60).
+RECALL_AT_10 = 0.6
 
 
 def _clustered(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -54,7 +57,7 @@ def _late(reader: store.IndexReader, query: LateQuery, rowids: list[int]) -> dic
     return evidence.late_scores(match, query)
 
 
-def test_pq_store_scores_like_int8_and_is_six_times_smaller(tmp_path: Path) -> None:
+def test_pq_store_is_at_most_12_kb_a_chunk_and_ranks_like_exact_scores(tmp_path: Path) -> None:
     floats = _floats(84)  # 10,080 pieces: enough to train 256 centroids a sub-space
     int8 = _build(tmp_path / "int8", floats, "int8")
     pq = _build(tmp_path / "pq", floats, "pq")
@@ -64,24 +67,31 @@ def test_pq_store_scores_like_int8_and_is_six_times_smaller(tmp_path: Path) -> N
         assert {store.TOKEN_CODES_FILE, store.TOKEN_CODEC_FILE} <= files
         assert store.TOKEN_FILE not in files and not (pq.dir / store.TOKEN_FILE).exists()
         assert pq.token_codec is not None and int8.token_codec is None
-        size_int8 = (int8.dir / store.TOKEN_FILE).stat().st_size
-        size_codes = (pq.dir / store.TOKEN_CODES_FILE).stat().st_size
-        assert size_codes * 5.9 < size_int8  # 64 bytes a piece against 384
-        # The quantizer itself is a fixed cost (256 centroids of 6 floats in 64 sub-spaces).
+        # What a chunk costs on disk: its codes, its pieces' starts and its offset (the issue's
+        # target: at most 12 KB a chunk at about 110-120 pieces, against 45 KB with int8).
+        per_chunk = sum((pq.dir / name).stat().st_size for name in (
+            store.TOKEN_CODES_FILE, store.TOKEN_STARTS_FILE, store.TOKEN_OFFSETS_FILE)) / 84
+        int8_per_chunk = sum((int8.dir / name).stat().st_size for name in (
+            store.TOKEN_FILE, store.TOKEN_STARTS_FILE, store.TOKEN_OFFSETS_FILE)) / 84
+        assert per_chunk <= 12 * 1024 < int8_per_chunk / 3.5
+        # The quantizer itself is a fixed cost (256 centroids a sub-space, 384 floats in all).
         assert (pq.dir / store.TOKEN_CODEC_FILE).stat().st_size < 256 * DIM * 4 + 4096
         rng = np.random.default_rng(7)
-        query = LateQuery(_clustered(rng, 6), np.array([1, 2, 0.5, 1.5, 1, 3], dtype=np.float32))
-        rowids = list(range(0, 84, 3))
-        exact = {r: float(query.weights @ (query.vectors @ floats[r].T).max(axis=1)
-                          / query.weights.sum()) for r in rowids}
-        got_int8, got_pq = _late(int8, query, rowids), _late(pq, query, rowids)
-        assert sorted(got_pq) == sorted(exact)
-        for r in rowids:
-            assert got_int8[r] == pytest.approx(exact[r], abs=0.01)
-            assert got_pq[r] == pytest.approx(exact[r], abs=0.05)
-        # What late interaction decides with: the order of the chunks hardly moves.
-        order = sorted(rowids, key=lambda r: -exact[r])
-        assert set(sorted(rowids, key=lambda r: -got_pq[r])[:5]) & set(order[:5])
+        rowids = list(range(84))
+        overlap = []
+        for _ in range(20):
+            query = LateQuery(_clustered(rng, 6), rng.uniform(0.5, 3, 6).astype(np.float32))
+            exact = {r: float(query.weights @ (query.vectors @ floats[r].T).max(axis=1)
+                              / query.weights.sum()) for r in rowids}
+            got_int8, got_pq = _late(int8, query, rowids), _late(pq, query, rowids)
+            assert sorted(got_pq) == sorted(exact)
+            for r in rowids:
+                assert got_int8[r] == pytest.approx(exact[r], abs=0.01)
+                assert got_pq[r] == pytest.approx(exact[r], abs=0.025)  # PQ64: 0.030
+            # What late interaction decides with: the best chunks by exact scores.
+            top = set(sorted(rowids, key=lambda r: -exact[r])[:10])
+            overlap.append(len(top & set(sorted(rowids, key=lambda r: -got_pq[r])[:10])) / 10)
+        assert np.mean(overlap) >= RECALL_AT_10
         # Piece frequencies and starts do not depend on the store.
         assert pq.piece_frequencies(list(range(50))) == int8.piece_frequencies(list(range(50)))
         np.testing.assert_array_equal(np.asarray(pq.token_starts), np.asarray(int8.token_starts))

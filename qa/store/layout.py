@@ -37,7 +37,7 @@ TOKEN_FILE = "tokens.npy"
 TOKEN_OFFSETS_FILE = "token_offsets.npy"
 TOKEN_STARTS_FILE = "token_starts.npy"
 # A large build keeps its token vectors product-quantized instead (``compression``): uint8 codes
-# in TOKEN_CODES_FILE (one row of PQ_SUBSPACES bytes a piece, rows as in TOKEN_FILE) and the
+# in TOKEN_CODES_FILE (one row of the codec's code size a piece, rows as in TOKEN_FILE) and the
 # trained quantizer in TOKEN_CODEC_FILE; the manifest's "token_store" says which ("int8", "pq").
 TOKEN_CODES_FILE = "token_codes.npy"
 TOKEN_CODEC_FILE = "token_codec.faiss"

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 HNSW_THRESHOLD = 200_000
 # From this many chunks on, an "auto" token store is product-quantized (``compression``: about
-# 7 KB a chunk instead of 43 KB; bench/RESULTS.md has what it costs in quality); below, int8.
+# 11 KB a chunk instead of 43 KB; bench/RESULTS.md has what it costs in quality); below, int8.
 TOKEN_PQ_THRESHOLD = 20_000
 TOKEN_STORES = ("auto", "int8", "pq")
 
@@ -203,7 +203,7 @@ class BuildWriter:
                                             shape=(n_pieces, dim)) if codec is None else
                   np.lib.format.open_memmap(self.tmp / TOKEN_CODES_FILE, mode="w+",
                                             dtype=np.uint8,
-                                            shape=(n_pieces, compression.PQ_SUBSPACES)))
+                                            shape=(n_pieces, compression.code_size(codec))))
         starts = np.zeros(n_pieces, dtype=np.int32)
         df: dict[int, int] = {}
         for (ids, piece_starts, vectors), start in zip(chunk_tokens, offsets[:-1].tolist(),
