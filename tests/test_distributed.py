@@ -1,12 +1,14 @@
-"""Index builds on a real Ray cluster on loopback (no mocks): one started in this process with 2
-CPUs (``local``), and a two-node one (``ray start --head`` plus ``ray start --address``) that
-`qa index --ray 127.0.0.1:PORT` builds against, inside a fresh network namespace that has only
-loopback (tests/ray_two_nodes.py). Each builds the bundled corpus; the result must
-equal a local build of it: same documents, chunks, sentences and offsets, vectors within 1e-5,
-the same answers. An install without ray (pip --no-deps) is told how to get it."""
+"""Index builds on a real Ray cluster on loopback (no mocks): one started in the building process
+with 2 CPUs (``local``, tests/ray_local_build.py), and a two-node one (``ray start --head`` plus
+``ray start --address``) that `qa index --ray 127.0.0.1:PORT` builds against
+(tests/ray_two_nodes.py). Both run inside a fresh network namespace that has only loopback: Ray's
+servers bind every interface. Each builds the bundled corpus; the result must equal a local build
+of it: same documents, chunks, sentences and offsets, vectors within 1e-5, the same answers. An
+install without ray (pip --no-deps) is told how to get it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -92,25 +94,6 @@ def _assert_same_build(ray_settings: Settings, local: Settings) -> None:
     assert _answers(ray_settings, questions) == _answers(local, questions)
 
 
-@pytest.mark.ray
-def test_local_ray_build_equals_a_local_build(tmp_path: Path, local_build: Settings) -> None:
-    """`local` starts a cluster in this process (this machine's CPUs: 2) and stops it after."""
-    import ray
-
-    settings = make_settings(PROJECT / "corpus", tmp_path / "index", encoder="torch",
-                             ray_address="local")
-    seen: list[tuple[str, int, int]] = []
-    result = build_index(settings, progress=lambda *step: seen.append(step))
-    assert not ray.is_initialized()  # the build stopped the cluster it started
-    assert result.changed and result.embedded == result.chunks
-    assert ("reading", 5, 5) in seen and seen[-1][0] == "embedding"
-    assert seen[-1][1] == seen[-1][2]
-    _assert_same_build(settings, local_build)
-    # The embedding cache is consulted first: a full rebuild on the cluster embeds nothing.
-    again = build_index(settings, full=True)
-    assert again.changed and again.embedded == 0
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -119,6 +102,7 @@ def _free_port() -> int:
 
 NAMESPACE = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc"]
 TWO_NODES = Path(__file__).resolve().parent / "ray_two_nodes.py"
+LOCAL_BUILD = Path(__file__).resolve().parent / "ray_local_build.py"
 
 
 def _namespace_problem() -> str | None:
@@ -150,6 +134,52 @@ def _processes_in(pid_namespace: str) -> list[str]:
     return found
 
 
+def _run_in_namespace(script: Path, args: list[str], marker: Path,
+                      timeout: float) -> subprocess.CompletedProcess[str] | None:
+    """``script`` with ``args`` inside a fresh network and PID namespace (skipping the test when
+    one cannot be made). Checks that nothing it started outlives it; returns the finished run,
+    or None when it took longer than ``timeout`` (it is then killed, and the kernel ends all it
+    started)."""
+    problem = _namespace_problem()
+    if problem:
+        pytest.skip(f"cannot make a network namespace for the Ray cluster: {problem}")
+    # The script reports its PID namespace first thing, so the test can check it is empty after.
+    code = ("import os, runpy, sys\n"
+            f"open({str(marker)!r}, 'w').write(os.readlink('/proc/self/ns/pid'))\n"
+            f"sys.argv = [{str(script)!r}, *sys.argv[1:]]\n"
+            f"runpy.run_path({str(script)!r}, run_name='__main__')\n")
+    done: subprocess.CompletedProcess[str] | None = None
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        done = subprocess.run([*NAMESPACE, sys.executable, "-c", code, *args],
+                              capture_output=True, text=True, cwd=PROJECT, timeout=timeout,
+                              check=False)
+    namespace = marker.read_text()
+    assert namespace != os.readlink("/proc/self/ns/pid")
+    assert _processes_in(namespace) == []  # nothing of the cluster outlives the run
+    return done
+
+
+@pytest.mark.ray
+def test_local_ray_build_equals_a_local_build(tmp_path: Path, local_build: Settings) -> None:
+    """`local` starts a cluster in the building process (this machine's CPUs: 2) and stops it
+    after; run in a fresh network namespace, where Ray can bind loopback only."""
+    index = tmp_path / "index"
+    done = _run_in_namespace(LOCAL_BUILD, [str(PROJECT / "corpus"), str(index)],
+                             tmp_path / "pid-namespace", timeout=900)
+    assert done is not None, "the local-cluster build took more than 900 s"
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    seen = [tuple(step) for step in report["progress"]]
+    assert report["stopped"]
+    first = report["first"]
+    assert first["changed"] and first["embedded"] == first["chunks"]
+    assert ("reading", 5, 5) in seen and seen[-1][0] == "embedding"
+    assert seen[-1][1] == seen[-1][2]
+    _assert_same_build(make_settings(PROJECT / "corpus", index, encoder="torch"), local_build)
+    # The embedding cache is consulted first: a full rebuild on the cluster embeds nothing.
+    assert report["again"]["changed"] and report["again"]["embedded"] == 0
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_qa_index_on_a_two_node_cluster_equals_a_local_build(
@@ -158,29 +188,13 @@ def test_qa_index_on_a_two_node_cluster_equals_a_local_build(
     `qa index --ray 127.0.0.1:PORT`, all inside a fresh network namespace (only loopback exists
     there: Ray 2.60 would otherwise advertise the host's address and bind every interface) and
     a fresh PID namespace, which the kernel empties when the run ends or is killed."""
-    problem = _namespace_problem()
-    if problem:
-        pytest.skip(f"cannot make a network namespace for the two-node cluster: {problem}")
     index = tmp_path / "index"
     temp = Path(f"/tmp/qa-ray-{os.getpid()}-{_free_port()}")  # socket paths fit in 107 bytes
-    # The helper reports its PID namespace first thing, so the test can check it is empty after.
-    marker = tmp_path / "pid-namespace"
-    script = ("import os, runpy, sys\n"
-              f"open({str(marker)!r}, 'w').write(os.readlink('/proc/self/ns/pid'))\n"
-              f"sys.argv = [{str(TWO_NODES)!r}, *sys.argv[1:]]\n"
-              f"runpy.run_path({str(TWO_NODES)!r}, run_name='__main__')\n")
-    done: subprocess.CompletedProcess[str] | None = None
-    try:  # a run that times out is killed, and the kernel then ends all it started
-        done = subprocess.run([*NAMESPACE, sys.executable, "-c", script, str(PROJECT / "corpus"),
-                               str(index), str(temp)], capture_output=True, text=True,
-                              cwd=PROJECT, timeout=1500, check=False)
-    except subprocess.TimeoutExpired:
-        pass
+    try:
+        done = _run_in_namespace(TWO_NODES, [str(PROJECT / "corpus"), str(index), str(temp)],
+                                 tmp_path / "pid-namespace", timeout=1500)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
-    namespace = marker.read_text()
-    assert namespace != os.readlink("/proc/self/ns/pid")
-    assert _processes_in(namespace) == []  # nothing of the cluster outlives the run
     assert done is not None, "the two-node run took more than 1,500 s"
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
