@@ -1,4 +1,4 @@
-"""Index builds on a Ray cluster: the only module that imports ray (an optional extra).
+"""Index builds on a Ray cluster: the only module that imports ray, and only when a build asks for it.
 
 ``Cluster`` connects to a running cluster (``host:port`` of its head, or ``auto``) or starts one
 in this process (``local``), then runs the costly stages of a build there: reading, cleaning,
@@ -13,6 +13,7 @@ corpus and index directories at the same paths (shared storage).
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 from collections.abc import Callable, Iterator, Sequence
@@ -131,11 +132,18 @@ def _check_reachable(address: str) -> None:
 
 
 def _prepare_remote(source: Any, settings: Any, model_key: str) -> Any:
-    from qa.embedding import Embedder
     from qa.indexing import prepare_source
 
-    # Only the tokenizer is loaded (chunks are sized in word pieces).
-    return prepare_source(source, settings, Embedder(settings.model, backend="torch"), model_key)
+    return prepare_source(source, settings, _sizing_embedder(settings.model), model_key)
+
+
+@functools.cache
+def _sizing_embedder(model: str) -> Any:
+    """One embedder per worker process for sizing chunks in word pieces (only its tokenizer is
+    loaded): a Ray worker runs many reading tasks, and loading it took 14 ms a task."""
+    from qa.embedding import Embedder
+
+    return Embedder(model, backend="torch")
 
 
 class _Encoder:
