@@ -278,9 +278,13 @@ class QAService:
 
     def index(self, full: bool = False, progress: Progress | None = None,
               lock_wait: float = 0.0) -> BuildResult:
-        """Incrementally rebuild and publish; a server notices the new version by itself."""
-        return build_index(self.settings, full=full, progress=progress,
-                           embedder=self._embedder, lock_wait=lock_wait)
+        """Incrementally rebuild and publish. Other processes notice the new version by
+        themselves (within ``reload_interval``); this service checks on its next question."""
+        result = build_index(self.settings, full=full, progress=progress,
+                             embedder=self._embedder, lock_wait=lock_wait)
+        with self._lock:
+            self._checked_at = float("-inf")
+        return result
 
 
 def _ms(since: float) -> float:
