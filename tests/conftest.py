@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +23,28 @@ from qa.service import QAService
 DATA = Path(__file__).parent / "data"
 TINY = DATA / "tiny"
 PROJECT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 at the time of asking."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stop_server(proc: subprocess.Popen[bytes], grace: float = 60) -> None:
+    """Stop a server started with ``start_new_session=True``: SIGTERM to its process group,
+    then SIGKILL when it has not exited within ``grace`` seconds (both waits bounded)."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=20)
 
 
 def make_settings(corpus: Path, index: Path, **extra: object) -> Settings:

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import PROJECT, make_settings
+from conftest import PROJECT, free_port, make_settings
 
 from qa import store
 from qa.cli import main
@@ -92,12 +91,6 @@ def _assert_same_build(ray_settings: Settings, local: Settings) -> None:
     assert int(np.abs(a["tokens"] - b["tokens"]).max()) <= 1
     questions = [json.loads(line)["question"] for line in GOLD.read_text().splitlines()[:12]]
     assert _answers(ray_settings, questions) == _answers(local, questions)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 NAMESPACE = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc"]
@@ -189,7 +182,7 @@ def test_qa_index_on_a_two_node_cluster_equals_a_local_build(
     there: Ray 2.60 would otherwise advertise the host's address and bind every interface) and
     a fresh PID namespace, which the kernel empties when the run ends or is killed."""
     index = tmp_path / "index"
-    temp = Path(f"/tmp/qa-ray-{os.getpid()}-{_free_port()}")  # socket paths fit in 107 bytes
+    temp = Path(f"/tmp/qa-ray-{os.getpid()}-{free_port()}")  # socket paths fit in 107 bytes
     try:
         done = _run_in_namespace(TWO_NODES, [str(PROJECT / "corpus"), str(index), str(temp)],
                                  tmp_path / "pid-namespace", timeout=1500)
@@ -210,7 +203,7 @@ def test_an_unreachable_cluster_fails_cleanly(capsys: pytest.CaptureFixture[str]
     index = tmp_path / "index"
     with pytest.raises(SystemExit) as info:
         main(["index", "--corpus-dir", str(PROJECT / "corpus"), "--index-dir", str(index),
-              "--ray", f"127.0.0.1:{_free_port()}"])
+              "--ray", f"127.0.0.1:{free_port()}"])
     err = capsys.readouterr().err
     assert info.value.code == 2
     assert "error: cannot connect to the Ray cluster at '127.0.0.1:" in err

@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_settings
+from conftest import free_port, make_settings, stop_server
 
 from qa.config import Settings
 from qa.service import QAService
@@ -100,12 +99,6 @@ def test_rebuild_jobs_are_counted_by_outcome(fresh_service: QAService) -> None:
 
 
 # -- a real gunicorn server with two workers -------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _get(port: int, path: str, headers: dict[str, str] | None = None,
          method: str = "GET", body: str | None = None) -> tuple[int, dict[str, str], str]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -125,7 +118,7 @@ def two_workers(built_tiny: Settings, tmp_path: Path) -> Iterator[dict[str, Any]
     settings = make_settings(built_tiny.corpus_dir, tmp_path / "index")
     temp = tmp_path / "tmp"
     temp.mkdir()
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "serve.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("QA_")}
     env.update(HF_HUB_OFFLINE="1", TMPDIR=str(temp), QA_LOG_FORMAT="json")
@@ -147,13 +140,7 @@ def two_workers(built_tiny: Settings, tmp_path: Path) -> Iterator[dict[str, Any]
         assert ready, log.read_text(errors="replace")[-3000:]
         yield {"port": port, "log": log, "temp": temp, "proc": proc}
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=20)
+        stop_server(proc)
 
 
 def _log_lines(log: Path) -> list[dict[str, Any]]:

@@ -5,7 +5,6 @@ a real redis-server), and X-Forwarded-For names the client only behind a trusted
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import free_port
 from flask import Flask
 
 from qa.config import Settings
@@ -92,12 +92,6 @@ def test_bad_proxy_and_storage_settings_are_refused(tiny_service: QAService) -> 
 
 
 # -- a real Redis ------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def redis_url(tmp_path: Path) -> Iterator[str]:
     """A redis-server of its own on 127.0.0.1 (no persistence), stopped after the test."""
@@ -107,7 +101,7 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
                     "installs it when run as root)")
     import redis
 
-    port = _free_port()
+    port = free_port()
     with subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                            "--appendonly", "no", "--dir", str(tmp_path)],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as server:

@@ -2,32 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT
+from conftest import PROJECT, free_port, stop_server
 
 from qa.config import Settings
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.slow
 def test_gunicorn_sends_security_headers_and_no_version(built_tiny: Settings,
                                                         tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "QA_ENCODER": "torch",
            "QA_INDEX_DIR": str(built_tiny.index_dir), "QA_CORPUS_DIR": str(built_tiny.corpus_dir)}
     log = tmp_path / "server.log"
@@ -63,10 +54,4 @@ def test_gunicorn_sends_security_headers_and_no_version(built_tiny: Settings,
         assert "unsafe-inline" not in csp
         assert headers["x-content-type-options"] == "nosniff"
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
+        stop_server(proc, grace=20)
