@@ -9,8 +9,10 @@ nothing of files beyond the encoder's cache directory, nor of FAISS or ranking.
   request gets one thread, or the workers' thread pools fight over the cores. A ``LoadGauge``
   counts the requests in flight across the worker processes of one server (shared memory made
   before the fork), and ``QuerySessions.run`` picks, per call, the session whose intra-op thread
-  count fits: ``threads_for(in_flight, cores, host_load=...)``, the machine's load average
-  standing for what other processes take.
+  count fits: ``threads_for(in_flight, cores, host_load=...)``, the tasks runnable on the machine
+  at that moment standing for what other processes take (``RunnableTasks``). The pools of
+  multi-thread sessions stop spinning when a call returns, so a lone request's own idle pool is
+  never counted as somebody else's load.
 - **Optimized model on disk.** The export is optimized once (ORT_ENABLE_EXTENDED: the fusions of
   attention, layer norm and GELU, which do not depend on the CPU) and saved next to it, named by
   the export's model hash and the onnxruntime version, so it is never stale; it is checked
@@ -28,7 +30,6 @@ import multiprocessing
 import os
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,30 +51,35 @@ GATE_SUFFIX = ".gate.json"
 def threads_for(in_flight: int, cores: int, most: int = 0, host_load: float = 0.0) -> int:
     """Intra-op threads for one question when ``in_flight`` requests (this one included) share
     ``cores``: all of them for a lone request, one each once requests outnumber the cores, the
-    cores shared out in between; at most ``most`` (0: no cap). ``host_load``: the machine's
-    1-minute load average; whole tasks beyond the requests in flight (other processes, other
-    tenants of a shared host) hold cores too. On a host oversubscribed by others, a second
-    thread waits for a core at every step of the forward pass: measured slower than one."""
+    cores shared out in between; at most ``most`` (0: no cap). ``host_load``: the tasks
+    runnable on the machine now, this request's included (``RunnableTasks``); tasks beyond the
+    requests in flight (other processes, other tenants of a shared host) hold cores too. On a
+    host oversubscribed by others, a second thread waits for a core at every step of the
+    forward pass: measured slower than one."""
     cores = max(1, cores)
     busy = max(1, in_flight, int(host_load))
     threads = max(1, cores // busy)
     return min(threads, most) if most > 0 else threads
 
 
-class HostLoad:
-    """The 1-minute load average, read at most every ``every`` seconds."""
+class RunnableTasks:
+    """How many tasks are runnable on the machine right now, the caller included: the kernel's
+    instantaneous count (``/proc/loadavg``'s fourth field; about 10 us to read). Where there is
+    no such file, the 1-minute load average stands in for it.
 
-    def __init__(self, every: float = 0.5) -> None:
-        self.every = every
-        self._read_at = -1e9
-        self._value = 0.0
+    Instantaneous, not averaged: a lone question on an idle machine should get every core even
+    when the last minute was busy (a benchmark's own client, a build that just ended), and one
+    thread when another process is running now. The 1-minute average, used before, said "busy"
+    for a minute after every burst: a lone request then ran on one thread at twice the time."""
+
+    PATH = Path("/proc/loadavg")
 
     def __call__(self) -> float:
-        now = time.monotonic()
-        if now - self._read_at >= self.every:
-            self._value = os.getloadavg()[0]
-            self._read_at = now
-        return self._value
+        try:
+            with open(self.PATH, "rb") as fh:
+                return float(fh.read().split()[3].split(b"/")[0])
+        except (OSError, IndexError, ValueError):
+            return os.getloadavg()[0]
 
 
 class LoadGauge:
@@ -183,6 +189,10 @@ def session_options(threads: int, level: str = "all", spin: bool = True,
         # A pool thread that spins after its share of a call takes a core from the request
         # threads of the other worker.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    elif threads > 1:
+        # Spin within a call (it is what makes two threads faster on short inputs), never after
+        # it: an idle pool that spins would take a core from the other worker and count as load.
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
     if save_to is not None:
         opts.optimized_model_filepath = str(save_to)
     return opts
@@ -255,7 +265,7 @@ class QuerySessions:
         self.cores = max(1, cores)
         self.gauge = gauge
         self.most_threads = most_threads
-        self.host_load = host_load or HostLoad()
+        self.host_load = host_load or RunnableTasks()
         self._sessions: dict[int, Any] = {}
         self._lock = threading.Lock()
         self.calls: dict[int, int] = {}  # calls by thread count (for tests and the bench)

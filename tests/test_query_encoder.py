@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import shutil
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,7 @@ import pytest
 
 from qa import onnx_sessions
 from qa.embedding import Embedder
-from qa.onnx_sessions import LoadGauge, QuerySessions, threads_for
+from qa.onnx_sessions import LoadGauge, QuerySessions, RunnableTasks, threads_for
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 QUESTIONS = ["What does OSCA stand for?",
@@ -56,6 +59,41 @@ def test_a_host_busy_with_other_work_gets_one_thread(in_flight: int, host_load: 
     assert threads_for(in_flight, 2, host_load=host_load) == threads
     assert threads_for(in_flight, 8, host_load=host_load) == max(1, 8 // max(in_flight,
                                                                           int(host_load)))
+
+
+@contextlib.contextmanager
+def _busy_process() -> Iterator[None]:
+    """Another process in a busy loop (started, and looping, before the block runs)."""
+    hog = subprocess.Popen([sys.executable, "-c", "print('looping', flush=True)\nwhile True: pass"],
+                           stdout=subprocess.PIPE, text=True)
+    with hog:
+        try:
+            assert hog.stdout is not None and hog.stdout.readline().strip() == "looping"
+            yield
+        finally:
+            hog.kill()
+
+
+def test_runnable_tasks_count_the_caller_and_a_process_running_now(tmp_path: Path) -> None:
+    runnable = RunnableTasks()
+    assert runnable() >= 1  # the caller itself is running
+    with _busy_process():
+        # A busy loop is always runnable: running on a core or waiting for one.
+        assert min(runnable() for _ in range(20)) >= 2
+    missing = RunnableTasks()
+    missing.PATH = tmp_path / "no-such-loadavg"  # elsewhere than Linux: the load average
+    assert isinstance(missing(), float) and missing() >= 0
+
+
+def test_a_lone_request_is_not_slowed_by_a_busy_minute_that_has_passed() -> None:
+    """The 1-minute load average stays high after a burst; the count of runnable tasks does not."""
+    with _busy_process():
+        busy = RunnableTasks()()
+    assert threads_for(1, 2, host_load=busy) == 1
+    idle_now = min(RunnableTasks()() for _ in range(50))  # any idle instant of the next 50 reads
+    if idle_now > 1:
+        pytest.skip(f"this host is never idle ({idle_now:.0f} tasks runnable)")
+    assert threads_for(1, 2, host_load=idle_now) == 2
 
 
 def _hold_request(gauge: LoadGauge, entered: multiprocessing.synchronize.Event,
@@ -109,8 +147,10 @@ def test_sessions_take_every_core_alone_and_one_thread_under_load(export: Path) 
     with gauge.request():
         sessions.run(feeds)
     assert sessions.calls == {2: 1, 1: 2}
-    assert sessions.session(2).get_session_options().intra_op_num_threads == 2
-    assert sessions.session(1).get_session_options().intra_op_num_threads == 1
+    two, one = sessions.session(2).get_session_options(), sessions.session(1).get_session_options()
+    assert two.intra_op_num_threads == 2 and one.intra_op_num_threads == 1
+    # The two-thread pool spins within a call only: idle, it takes no core from anyone.
+    assert two.get_session_config_entry("session.force_spinning_stop") == "1"
     np.testing.assert_allclose(alone, loaded, atol=1e-5)  # same model, only the threads differ
 
 
