@@ -1,6 +1,7 @@
 """The quantization gate: ship the int8 query encoder only if it answers as well as the float one.
 
-Quantizes the ONNX export of the configured model (dynamic int8, weights per channel), then asks
+Builds the int8 model of the configured model's ONNX export (``qa.quantization``: smoothed, then
+dynamic int8 with weights per channel), then asks
 the same questions of the same indexes with the float query encoder and with the int8 one:
 - the gold set's held-out half (`qa eval --split held_out`): hit@5, answer accuracy, abstention
   on unanswerable questions, false abstention;
@@ -10,8 +11,11 @@ Quality figures must be within half a point of the float model's, abstention fig
 a point either way (the calibrated abstention unchanged). On a pass, a gate record keyed by the
 int8 file's sha256 is written next to it and the service uses it (QA_QUERY_PRECISION=auto); on a
 failure the int8 file is deleted and the record says why, so a failing model is never served.
+With ``--ship`` the record is also written to ``qa/models/query-int8.gate.json``, the verdict that
+ships with the package: a fresh install's ``qa index`` rebuilds the same file from the same export
+(the build is reproducible; the record names the export's and the int8 file's sha256) and uses it.
 
-    python bench/quant_gate.py --squad ../shared/bench/squad-v2.0-dev.json
+    python bench/quant_gate.py --squad ../shared/bench/squad-v2.0-dev.json [--ship]
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ def main() -> None:
     from common import PROJECT
     from squad import HELD_OUT, load_squad, sample, write_corpus
 
-    from qa import onnx_sessions
+    from qa import onnx_sessions, quantization, store
     from qa.config import Settings
     from qa.embedding import Embedder
     from qa.indexing import build_index
@@ -98,6 +102,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/qa-quant-gate"),
                         help="corpus and index of the SQuAD paragraphs (reused between runs)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--ship", action="store_true",
+                        help="also write the verdict to qa/models (shipped with the package)")
     args = parser.parse_args()
     if not args.squad.is_file():
         sys.exit(f"SQuAD 2.0 dev split not found at {args.squad}: the gate needs it")
@@ -119,7 +125,10 @@ def main() -> None:
     export = Embedder(onnx_dir=onnx_dir).onnx_path()
     if export is None or not export.is_file():
         sys.exit("no ONNX export of the model: run `qa index` first")
-    int8 = onnx_sessions.quantize_int8(export)
+    int8 = onnx_sessions.int8_path(export)
+    onnx_sessions.gate_path(int8).unlink(missing_ok=True)  # a new file needs a new verdict
+    embedder = Embedder(onnx_dir=onnx_dir)
+    quantization.build_int8(export, int8, lambda text: embedder._tokenizer.encode(text).ids)
     figures: dict[str, dict[str, float]] = {}
     for name, query_onnx in (("float", None), ("int8", int8)):
         started = time.perf_counter()
@@ -138,8 +147,14 @@ def main() -> None:
               "float": figures["float"], "int8": figures["int8"],
               "squad_questions": {"answerable": len(answerable),
                                   "unanswerable": len(unanswerable)},
+              "method": f"smoothed (alpha {quantization.SMOOTHING_ALPHA}), dynamic int8 per channel",
+              "export_sha256": store.verification.file_sha256(export),
               "date": time.strftime("%Y-%m-%d %H:%M")}
-    onnx_sessions.write_gate(int8, record)
+    written = onnx_sessions.write_gate(int8, record)
+    if args.ship:
+        shipped = PROJECT / "qa" / "models" / quantization.SHIPPED_GATE
+        shipped.write_text(written.read_text())
+        print(f"verdict shipped: {shipped.relative_to(PROJECT)}")
     if not passed:
         int8.unlink()  # never served: the record stays to say why
     print("\n| figure | float | int8 | rule |\n|---|---|---|---|")

@@ -239,6 +239,19 @@ class Embedder:
         finally:
             tmp.unlink(missing_ok=True)
 
+    def ensure_int8(self) -> bool:
+        """Build the int8 query encoder from the export when a shipped gate verdict passed
+        that very file (``onnx_sessions.ensure_int8``); True when one is there to be used."""
+        export = self.onnx_path()
+        if export is None or self.query_precision != "auto" or not export.is_file():
+            return False
+        try:
+            made = onnx_sessions.ensure_int8(export, lambda text: self._tokenizer.encode(text).ids)
+        except Exception as e:  # onnx / onnxruntime raise their own untyped errors
+            log.warning("could not build the int8 query encoder, questions use float: %s", e)
+            return False
+        return made is not None
+
     # -- encoding -------------------------------------------------------------------------
     def encode(self, texts: Sequence[str], *, batch_size: int = 64,
                progress: Progress | None = None) -> np.ndarray:

@@ -159,7 +159,8 @@ def _build(settings: Settings, layout: store.Layout, sources: list[SourceFile],
         from qa.embedding import Embedder
 
         embedder = Embedder(settings.model, backend=settings.encoder,
-                            onnx_dir=layout.cache / "onnx", threads=os.cpu_count())
+                            onnx_dir=layout.cache / "onnx", threads=os.cpu_count(),
+                            query_precision=settings.query_precision)
     cluster = _connect(settings, layout)
     try:
         fresh = [s for s in sources
@@ -212,6 +213,7 @@ def _build(settings: Settings, layout: store.Layout, sources: list[SourceFile],
         removed = len(before - {p.meta["doc_id"] for p in prepared})
         if embedder.backend_requested != "torch" and embedded:
             embedder.ensure_onnx()
+            embedder.ensure_int8()
         store.clean_leftovers(layout)
         return BuildResult(len(prepared), int(chunk_vectors.shape[0]), embedded, removed, version,
                            round(time.perf_counter() - started, 3), True, full, warnings)
@@ -242,7 +244,8 @@ def prepare_source(source: SourceFile, settings: Settings, embedder: Any,
 
 
 def _export_onnx_if_missing(settings: Settings, layout: store.Layout) -> None:
-    """An up-to-date index still gets an ONNX export when none exists under the model's name
+    """An up-to-date index still gets an ONNX export (and the gated int8 query encoder, where a
+    shipped verdict allows it) when none exists under the model's name
     (a new model identity names a new file): else queries would stay on torch until some
     document changes. A build with nothing to do leaves the caller's embedder alone; this one
     loads the model only when it exports."""
@@ -251,10 +254,12 @@ def _export_onnx_if_missing(settings: Settings, layout: store.Layout) -> None:
     from qa.embedding import Embedder
 
     embedder = Embedder(settings.model, backend=settings.encoder,
-                        onnx_dir=layout.cache / "onnx", threads=os.cpu_count())
+                        onnx_dir=layout.cache / "onnx", threads=os.cpu_count(),
+                        query_precision=settings.query_precision)
     path = embedder.onnx_path()
     if path is not None and not path.is_file():
         embedder.ensure_onnx()
+    embedder.ensure_int8()  # needs only the tokenizer when the export is there
 
 
 def embed_header(title: str, section: str | None) -> str:

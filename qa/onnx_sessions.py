@@ -17,9 +17,11 @@ nothing of files beyond the encoder's cache directory, nor of FAISS or ranking.
   attention, layer norm and GELU, which do not depend on the CPU) and saved next to it, named by
   the export's model hash and the onnxruntime version, so it is never stale; it is checked
   against the plain export before it is published (temp file, then ``os.replace``).
-- **int8 only behind a gate.** A dynamically quantized export is used only when a gate record
-  (written by ``bench/quant_gate.py``) next to it says it passed for this very file (its
-  sha256): quality within half a point of the float model, abstention unchanged.
+- **int8 only behind a gate.** The int8 model (made by ``quantization``) is used only when a gate
+  record says it passed for this very file (its sha256): quality within half a point of the
+  float model, abstention unchanged. The record is the one ``bench/quant_gate.py`` wrote next to
+  it, or the verdict shipped with the package, under which ``ensure_int8`` rebuilds the judged
+  file from the same export (the build is reproducible) and checks its sha256.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from qa import store
+from qa import quantization, store
 
 log = logging.getLogger(__name__)
 
@@ -132,15 +134,21 @@ def gate_path(model: Path) -> Path:
 
 
 def gate_passed(model: Path) -> bool:
-    """True when ``model``'s gate record says it passed, for this very file."""
+    """True when a gate record says ``model`` passed, for this very file: the record next to it
+    (``bench/quant_gate.py``), else the verdict shipped with the package."""
+    if not model.is_file():
+        return False
     record = gate_path(model)
-    if not model.is_file() or not record.is_file():
-        return False
-    try:
-        data = json.loads(record.read_text())
-    except (OSError, ValueError):
-        return False
-    return bool(data.get("passed")) and data.get("sha256") == store.verification.file_sha256(model)
+    data: Any = None
+    if record.is_file():
+        try:
+            data = json.loads(record.read_text())
+        except (OSError, ValueError):
+            return False
+    else:
+        data = quantization.shipped_verdict()
+    return (isinstance(data, dict) and bool(data.get("passed"))
+            and data.get("sha256") == store.verification.file_sha256(model))
 
 
 def write_gate(model: Path, record: Mapping[str, Any]) -> Path:
@@ -153,22 +161,25 @@ def write_gate(model: Path, record: Mapping[str, Any]) -> Path:
     return path
 
 
-def quantize_int8(export: Path) -> Path:
-    """Dynamic int8 quantization of ``export`` (weights per channel, activations quantized per
-    call), written next to it; no gate record is written here."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
+def ensure_int8(export: Path, tokenize: quantization.Tokenize) -> Path | None:
+    """The int8 model of ``export``, built when a gate verdict shipped with the package passed
+    the very file that this export makes (its sha256 is checked; a file that differs is
+    removed). None when no shipped verdict applies: then only ``bench/quant_gate.py`` can make
+    and judge one."""
     target = int8_path(export)
-    fd, tmp_name = tempfile.mkstemp(dir=export.parent, prefix=f".{target.stem}-",
-                                    suffix=".onnx.tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        quantize_dynamic(str(export), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
-        gate_path(target).unlink(missing_ok=True)  # a new file needs a new verdict
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    if target.is_file():
+        return target
+    verdict = quantization.shipped_verdict()
+    if not verdict or not verdict.get("passed") or not export.is_file():
+        return None
+    if verdict.get("export_sha256") != store.verification.file_sha256(export):
+        return None  # another model, or another exporter's bytes: not what was judged
+    quantization.build_int8(export, target, tokenize)
+    if store.verification.file_sha256(target) != verdict.get("sha256"):
+        log.warning("the int8 query encoder built here differs from the one the gate passed; "
+                    "questions stay on the float model")
+        target.unlink(missing_ok=True)
+        return None
     return target
 
 
