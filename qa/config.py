@@ -183,8 +183,9 @@ class Settings:
     )
     query_precision: str = field(
         default="auto",
-        metadata={"help": "Query encoder precision: auto (int8 where bench/quant_gate.py "
-                          "passed it for this model, else float) or float.",
+        metadata={"help": "Query encoder precision: auto (the smoothed int8 model where a "
+                          "gate verdict, shipped in qa/models or written by "
+                          "bench/quant_gate.py, passed that very file; else float) or float.",
                   "choices": ("auto", "float")},
     )
     # -- issue #17: builds on a Ray cluster, a compressed token store --------------------------

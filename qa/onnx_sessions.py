@@ -2,7 +2,7 @@
 optimized model and the gated int8 model.
 
 Owns how a question's forward pass is run, not what it computes: the ONNX export itself, the
-tokenizer and the pooling stay in ``embedding`` (the only other importer of onnxruntime). Knows
+tokenizer and the pooling stay in ``embedding``; the int8 model is made by ``quantization``. Knows
 nothing of files beyond the encoder's cache directory, nor of FAISS or ranking.
 
 - **Threads by load.** One question on an idle machine may use every core; under load, each

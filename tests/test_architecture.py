@@ -83,13 +83,15 @@ def test_package_is_parsed() -> None:
 
 
 def test_only_embedding_imports_model_libraries() -> None:
-    # onnx_sessions runs the query encoder's ONNX sessions for embedding (issue #19).
-    allowed = {PACKAGE / "embedding.py", PACKAGE / "onnx_sessions.py"}
+    # onnx_sessions runs the query encoder's ONNX sessions for embedding, and quantization
+    # makes its int8 model (issue #19).
+    allowed = {PACKAGE / "embedding.py", PACKAGE / "onnx_sessions.py", PACKAGE / "quantization.py"}
     offenders = {_rel(p): sorted(_imports(p) & MODEL_LIBS) for p in MODULES
                  if p not in allowed and _imports(p) & MODEL_LIBS}
     assert offenders == {}
     assert _imports(PACKAGE / "embedding.py") >= {"torch", "sentence_transformers", "onnxruntime"}
     assert _imports(PACKAGE / "onnx_sessions.py") & MODEL_LIBS == {"onnxruntime"}
+    assert _imports(PACKAGE / "quantization.py") & MODEL_LIBS <= {"onnxruntime", "onnx"}
 
 
 def test_only_store_imports_faiss_and_sqlite() -> None:
