@@ -135,6 +135,24 @@ def one_client(port: int, questions: list[str], floor: Callable[[str], float],
     return latencies, floors, peers, cached, stages, errors
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds (user + system) of the live processes of process group ``pgid`` (the server:
+    the gunicorn master and its workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid:  # after the name: state, ppid, pgrp, ..., utime (11), stime
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def concurrent(port: int, questions: list[str], clients: int,
                duration: float) -> tuple[float, list[float], int]:
     """(answers per second, latencies, errors) for ``clients`` threads during ``duration`` s."""
@@ -200,7 +218,7 @@ def main() -> None:
     questions = gold_questions()
     floor_of = floor_timer(args.index_dir)
     peer_of = None if args.no_peer else peer_timer(args.index_dir, args.peer_threads)
-    with served(env, workers=args.workers) as (port, _):
+    with served(env, workers=args.workers) as (port, server):
         single, floors, peers, cached, stages, single_errors = one_client(
             port, questions, floor_of, peer_of)
         floor = percentile(floors, 50)
@@ -212,14 +230,24 @@ def main() -> None:
                                    "peer_p50_ms": percentile(peers, 50) if peers else None,
                                    "stages_p50_ms": {k: percentile(v, 50)
                                                      for k, v in stages.items()}}
+        cpu_rows = []
         for clients in args.clients:
+            server_cpu, client_cpu = group_cpu_seconds(server.pid), time.process_time()
             rate, lat, errors = concurrent(port, questions, clients, args.duration)
+            # CPU per answer, which on 2 cores bounds the rate whatever else the host runs.
+            server_ms = (group_cpu_seconds(server.pid) - server_cpu) * 1000 / max(1, len(lat))
+            client_ms = (time.process_time() - client_cpu) * 1000 / max(1, len(lat))
             rows.append((f"{clients} clients", len(lat), percentile(lat, 50), percentile(lat, 95),
                          percentile(lat, 99), rate, errors))
+            cpu_rows.append((f"{clients} clients", server_ms, client_ms))
             results[f"c{clients}"] = {"rate": rate, "errors": errors,
-                                      "p50": percentile(lat, 50), "p99": percentile(lat, 99)}
+                                      "p50": percentile(lat, 50), "p99": percentile(lat, 99),
+                                      "server_cpu_ms": server_ms, "client_cpu_ms": client_ms}
     print(f"\n{machine()}; qa serve --workers {args.workers}; {len(questions)} gold questions\n")
     print(table(["load", "requests", "p50 ms", "p95 ms", "p99 ms", "answers/s", "errors"], rows))
+    print("\nCPU per answer (user + system; the server's processes, and this script's client "
+          "threads):\n")
+    print(table(["load", "server CPU ms/answer", "client CPU ms/answer"], cpu_rows))
     p50, p99 = percentile(single, 50), percentile(single, 99)
     print(f"\ncached answer p50: {percentile(cached, 50):.2f} ms; bare floor (encode + FAISS, "
           f"in-process, timed between the one-client requests) p50: {floor:.2f} ms")

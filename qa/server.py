@@ -97,9 +97,10 @@ class QAApplication(BaseApplication):
         app.wsgi_app = CountRequests(app.wsgi_app, self.gauge)  # type: ignore[method-assign]
         # One request is served by one thread. A BLAS that spreads each matrix product (late
         # interaction's) over every core makes concurrent requests wait on each other's threads:
-        # measured 38 answers/s at 4 clients instead of 111. Set after the app has loaded its
-        # libraries, so that every BLAS in the process is limited.
-        threadpool_limits(limits=1, user_api="blas")
+        # measured 38 answers/s at 4 clients instead of 111. FAISS's OpenMP pool likewise: its
+        # threads spin after every search, taking the other core. Set after the app has loaded
+        # its libraries, so that every BLAS and OpenMP runtime in the process is limited.
+        threadpool_limits(limits=1)
         return app
 
 
