@@ -7,8 +7,10 @@ fresh PID namespace, which the kernel empties when this script (its PID 1) exits
 
     python tests/ray_two_nodes.py CORPUS_DIR INDEX_DIR TEMP_DIR
 
-Prints one JSON object last: the build's ``qa index --json`` result and the nodes seen. Every step
-is bounded in time; ``ray stop`` runs whatever happened.
+Prints one JSON object last: the build's ``qa index --json`` result, the nodes seen, and the
+seconds the cluster took to start (both ``ray start`` and the wait for the second node) and the
+build took (the ``qa index`` process, start to end; bench/ray_nodes.py compares it with a local
+build). Every step is bounded in time; ``ray stop`` runs whatever happened.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def main() -> None:
     ray = str(Path(sys.executable).parent / "ray")
     node = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
     try:
+        started = time.monotonic()
         run([ray, "start", "--head", "--port", str(PORT), "--include-dashboard", "false",
              "--temp-dir", str(temp), *node], env, START_TIMEOUT)
         run([ray, "start", "--address", ADDRESS, *node], env, START_TIMEOUT)
@@ -69,10 +72,14 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise SystemExit(f"the worker node did not join: alive {nodes}")
             time.sleep(1)
+        cluster_s = time.monotonic() - started
+        started = time.monotonic()
         build = run([sys.executable, "-m", "qa.cli", "index", "--json", "--encoder", "torch",
                      "--corpus-dir", str(corpus), "--index-dir", str(index), "--ray", ADDRESS],
                     env, BUILD_TIMEOUT)
-        print(json.dumps({"nodes": nodes, "build": json.loads(build.stdout)}))
+        build_s = time.monotonic() - started
+        print(json.dumps({"nodes": nodes, "build": json.loads(build.stdout),
+                          "cluster_seconds": cluster_s, "build_seconds": build_s}))
     finally:
         subprocess.run([ray, "stop"], env=env, capture_output=True,
                        timeout=STOP_TIMEOUT, check=False)

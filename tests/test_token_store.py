@@ -92,6 +92,16 @@ def test_pq_store_is_at_most_12_kb_a_chunk_and_ranks_like_exact_scores(tmp_path:
             top = set(sorted(rowids, key=lambda r: -exact[r])[:10])
             overlap.append(len(top & set(sorted(rowids, key=lambda r: -got_pq[r])[:10])) / 10)
         assert np.mean(overlap) >= RECALL_AT_10
+        # The reader scores the codes by lookup tables: the cosines the decoded, renormalized
+        # vectors give, and the same best pieces and chunks.
+        query = _clustered(rng, 6)
+        match = pq.match_tokens(query, rowids)
+        assert match is not None and pq.token_offsets is not None
+        codes = np.asarray(pq.token_vectors)[int(pq.token_offsets[0]):int(pq.token_offsets[84])]
+        decoded = (compression.decode(pq.token_codec, codes) @ query.T).T
+        np.testing.assert_allclose(match.sims, decoded, atol=1e-5)
+        np.testing.assert_array_equal(np.argsort(-match.sims, axis=1)[:, :10],
+                                      np.argsort(-decoded, axis=1)[:, :10])
         # Piece frequencies and starts do not depend on the store.
         assert pq.piece_frequencies(list(range(50))) == int8.piece_frequencies(list(range(50)))
         np.testing.assert_array_equal(np.asarray(pq.token_starts), np.asarray(int8.token_starts))
@@ -139,3 +149,35 @@ def test_codes_are_deterministic_and_decode_to_unit_rows() -> None:
     decoded = compression.decode(codec, codes)
     np.testing.assert_allclose(np.linalg.norm(decoded, axis=1), 1.0, atol=1e-5)
     assert compression.decode(codec, np.zeros((0, 64), dtype=np.uint8)).shape == (0, DIM)
+
+
+def _untrained_pq(rng: np.random.Generator, m: int, nbits: int = 8) -> object:
+    """A product quantizer whose centroids are sample vectors (no k-means: quick, and a codec
+    all the same: codes pick the nearest of them in each sub-space)."""
+    import faiss
+
+    codec = faiss.IndexPQ(DIM, m, nbits, faiss.METRIC_INNER_PRODUCT)
+    ksub = 1 << nbits
+    picks = _clustered(rng, ksub).reshape(ksub, m, DIM // m).transpose(1, 0, 2)
+    faiss.copy_array_to_vector(np.ascontiguousarray(picks).ravel(), codec.pq.centroids)
+    codec.is_trained = True
+    return codec
+
+
+def test_lookup_tables_score_codes_as_decoding_does() -> None:
+    rng = np.random.default_rng(11)
+    codec = _untrained_pq(rng, 96)
+    codes = compression.encode(codec, store.quantize_tokens(_clustered(rng, 3000)))
+    scorer = compression.scorer(codec)
+    assert scorer is not None
+    query = _clustered(rng, 12)
+    got = scorer.cosines(query, codes)
+    decoded = (compression.decode(codec, codes) @ query.T).T
+    assert got.shape == (12, 3000) and got.dtype == np.float32
+    np.testing.assert_allclose(got, decoded, atol=1e-5)
+    # The best stored pieces of every question piece, in order, as decoding ranks them.
+    np.testing.assert_array_equal(np.argsort(-got, axis=1)[:, :20],
+                                  np.argsort(-decoded, axis=1)[:, :20])
+    assert scorer.cosines(query, codes[:0]).shape == (12, 0)
+    # Codes of another width than a byte a sub-space are decoded instead.
+    assert compression.scorer(_untrained_pq(rng, 96, nbits=4)) is None

@@ -2,13 +2,15 @@
 
 A build's int8 token vectors (``tokens.quantize_tokens``, 384 bytes a word piece with this
 model) are encoded with a FAISS quantizer described by a factory string (``CODEC``; product
-quantization by default), trained on a seeded sample of the build's own pieces; ``decode`` gives
-unit float32 rows back for the few chunks a question reranks. ColBERTv2 compresses its token
-vectors for the same reason. The codec chosen and the one measured against it (PQ64) are in
-bench/RESULTS.md ("Issue #17, second round", from ``bench/token_store.py``, which also takes a
-rotation first, ``OPQ96,PQ96``, or ColBERTv2-like centroid-plus-residual codes, ``IVF256,PQ96``;
-neither was measured to the end). Plain numpy and faiss; the writer and the reader own the
-files.
+quantization by default), trained on a seeded sample of the build's own pieces. A question's
+pieces are matched against the codes without decoding them (``CodeScorer``: per question piece,
+a table of inner products with each sub-quantizer's centroids, FAISS's asymmetric distance
+computation, as ColBERTv2/PLAID score their codes); ``decode`` gives unit float32 rows back, for
+codecs without a scorer. ColBERTv2 compresses its token vectors for the same reason. The codec
+chosen and the one measured against it (PQ64) are in bench/RESULTS.md ("Issue #17, second
+round", from ``bench/token_store.py``, which also takes a rotation first, ``OPQ96,PQ96``, or
+ColBERTv2-like centroid-plus-residual codes, ``IVF256,PQ96``; neither was measured to the end).
+Plain numpy and faiss; the writer and the reader own the files.
 """
 
 from __future__ import annotations
@@ -114,6 +116,65 @@ def decode(codec: Any, codes: np.ndarray) -> np.ndarray:
     if not len(codes):
         return np.zeros((0, codec.d), dtype=np.float32)
     return _unit(codec.sa_decode(np.ascontiguousarray(codes, dtype=np.uint8)), scale=1.0)
+
+
+class CodeScorer:
+    """Cosines between unit question rows and the decoded, renormalized vectors of PQ codes,
+    read from lookup tables instead of decoded vectors.
+
+    A code picks one centroid in each of the M sub-spaces, which split the dimensions between
+    them, so the inner product of a question piece with the decoded vector is the sum over
+    sub-spaces of the piece's inner product with the centroid picked there (a table of M x 256
+    per piece, ``ProductQuantizer.compute_inner_prod_table``), and the decoded vector's squared
+    norm is the sum of the picked centroids' squared norms (one table, computed here once). Both
+    sums are taken in one gather per sub-space; their quotient is what ``decode`` then a product
+    gives, within float rounding."""
+
+    def __init__(self, codec: Any) -> None:
+        import faiss
+
+        self.codec = codec
+        self.pq: Any = faiss.downcast_index(codec).pq  # type: ignore[attr-defined]
+        centroids = faiss.vector_to_array(self.pq.centroids).reshape(
+            self.pq.M, self.pq.ksub, self.pq.dsub)
+        self._norms2 = (centroids.astype(np.float64) ** 2).sum(axis=2).astype(np.float32)
+
+    def cosines(self, query: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """(question pieces x codes) cosines; ``codes`` is n x M uint8."""
+        import faiss
+
+        q = np.ascontiguousarray(query, dtype=np.float32)
+        n_pieces, m, ksub = len(q), self.pq.M, self.pq.ksub
+        if not len(codes) or not n_pieces:
+            return np.zeros((n_pieces, len(codes)), dtype=np.float32)
+        tables = np.empty((n_pieces, m, ksub), dtype=np.float32)
+        # One piece at a time: compute_inner_prod_tables runs an OpenMP loop over the pieces,
+        # whose threads cost more to wake on a busy host than the 25k products they share.
+        for piece in range(n_pieces):
+            self.pq.compute_inner_prod_table(faiss.swig_ptr(q[piece]),
+                                             faiss.swig_ptr(tables[piece]))
+        # Sub-space first, then centroid, then the pieces and the squared norm: each gather
+        # copies one short contiguous row per code.
+        lookup = np.concatenate([tables.transpose(1, 2, 0), self._norms2[:, :, None]], axis=2)
+        by_space = np.ascontiguousarray(np.asarray(codes, dtype=np.uint8).T)
+        total = lookup[0].take(by_space[0], axis=0)
+        picked = np.empty_like(total)
+        for space in range(1, m):
+            lookup[space].take(by_space[space], axis=0, out=picked, mode="clip")
+            total += picked
+        norms = np.sqrt(np.maximum(total[:, -1], 1e-24))
+        return np.ascontiguousarray((total[:, :-1] / norms[:, None]).T)
+
+
+def scorer(codec: Any) -> CodeScorer | None:
+    """A ``CodeScorer`` for a plain product quantizer of 8-bit codes (``CODEC``); None for any
+    other codec (a rotation first, coarse lists), whose codes are decoded instead."""
+    import faiss
+
+    index = faiss.downcast_index(codec)
+    if isinstance(index, faiss.IndexPQ) and index.pq.nbits == 8:
+        return CodeScorer(codec)
+    return None
 
 
 def save(codec: Any, path: Path) -> None:

@@ -96,6 +96,8 @@ class IndexReader:
         self.token_offsets: np.ndarray | None = None
         self.token_starts: np.ndarray | None = None
         self.token_codec: Any = None  # the product quantizer of a "pq" token store
+        # (codec, its lookup-table scorer or None): made on first use for the codec in place.
+        self._token_scorer: tuple[Any, compression.CodeScorer | None] = (None, None)
         files = self.manifest.get("files", {})
         if TOKEN_FILE in files or TOKEN_CODES_FILE in files:
             self._load_tokens(n_rows, TOKEN_CODES_FILE in files)
@@ -308,7 +310,7 @@ class IndexReader:
         np.cumsum(ends - starts, out=bounds[1:])
         ranges = list(zip(starts.tolist(), ends.tolist(), bounds[:-1].tolist(), strict=True))
         # int8 rows straight into one float32 block: no concatenated int8 copy in between (or
-        # the codes into one uint8 block, decoded at once).
+        # the codes into one uint8 block, scored by lookup tables or else decoded at once).
         codec = self.token_codec
         tokens = np.empty((int(bounds[-1]), self.token_vectors.shape[1]),
                           dtype=np.float32 if codec is None else np.uint8)
@@ -316,6 +318,9 @@ class IndexReader:
         for a, b, at in ranges:
             tokens[at:at + b - a] = self.token_vectors[a:b]
             piece_starts[at:at + b - a] = self.token_starts[a:b]
+        scorer = self._scorer(codec)
+        if scorer is not None:
+            return TokenMatch(ids, bounds, scorer.cosines(query, tokens), piece_starts)
         if codec is not None:
             tokens = compression.decode(codec, tokens)
         # (tokens x dim) @ (dim x pieces), transposed: the cheaper product for BLAS here.
@@ -323,6 +328,17 @@ class IndexReader:
         if codec is None:
             sims *= 1.0 / TOKEN_SCALE
         return TokenMatch(ids, bounds, sims, piece_starts)
+
+    def _scorer(self, codec: Any) -> compression.CodeScorer | None:
+        """The lookup-table scorer of ``codec`` (made on first use, again if the codec is
+        replaced); None without a codec or for one that is not plain PQ."""
+        if codec is None:
+            return None
+        made_for, scorer = self._token_scorer
+        if made_for is not codec:
+            scorer = compression.scorer(codec)
+            self._token_scorer = (codec, scorer)
+        return scorer
 
     def term_frequencies(self, terms: Sequence[str]) -> dict[str, int]:
         """Chunk document frequency of each stemmed term (absent terms are left out)."""
