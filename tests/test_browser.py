@@ -70,6 +70,24 @@ def driver(tmp_path: Path) -> Iterator[Any]:
         browser.quit()
 
 
+def text_shown(selector: str, text: str) -> Any:
+    """A wait condition: the page's ``selector`` element shows ``text``. Read in one script, so
+    that no element handle can outlive a navigation; a read that races one (Chromium answers
+    "Node with given id does not belong to the document" or loses the script's context) is
+    "not yet", and the wait's timeout still bounds it."""
+    from selenium.common.exceptions import WebDriverException
+
+    def shown(driver: Any) -> bool:
+        try:
+            return text in str(driver.execute_script(
+                "const e = document.querySelector(arguments[0]); return e ? e.innerText : '';",
+                selector))
+        except WebDriverException:
+            return False
+
+    return shown
+
+
 def ask(driver: Any, base: str, question: str) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -212,7 +230,7 @@ def admin_url(fresh_service: QAService) -> Iterator[str]:
 
 def _rebuild_until_served(driver: Any) -> str:
     """Start a rebuild on the admin page and follow its page until the new version is served."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -223,7 +241,7 @@ def _rebuild_until_served(driver: Any) -> str:
     def done(d: Any) -> bool:
         try:
             return bool(d.find_element(By.ID, "job").get_attribute("data-done") == "true")
-        except (NoSuchElementException, StaleElementReferenceException):  # reloading itself
+        except WebDriverException:  # reloading itself: no such element, stale, or lost node
             return False
 
     WebDriverWait(driver, 300, poll_frequency=0.2).until(done)
@@ -262,8 +280,7 @@ def test_admin_sign_in_upload_rebuild_ask_delete_rebuild(driver: Any, admin_url:
     driver.find_element(By.ID, "authors-1").send_keys("D. Rakhimova, E. Sato")
     driver.find_element(By.ID, "date-1").send_keys("2031-09")
     driver.find_element(By.ID, "upload").click()
-    WebDriverWait(driver, 30).until(ec.text_to_be_present_in_element(
-        (By.CSS_SELECTOR, "main"), "Uploaded kyzylkum-solar.pdf"))
+    WebDriverWait(driver, 30).until(text_shown("main", "Uploaded kyzylkum-solar.pdf"))
 
     version = _rebuild_until_served(driver)
     driver.get(admin_url + "/admin")
@@ -287,8 +304,7 @@ def test_admin_sign_in_upload_rebuild_ask_delete_rebuild(driver: Any, admin_url:
     driver.get(admin_url + "/admin")
     driver.find_element(By.CSS_SELECTOR,
                         "button.danger[aria-label='Delete The Kyzylkum Solar Array']").click()
-    WebDriverWait(driver, 30).until(ec.text_to_be_present_in_element(
-        (By.CSS_SELECTOR, "main"), "Removed kyzylkum-solar.pdf"))
+    WebDriverWait(driver, 30).until(text_shown("main", "Removed kyzylkum-solar.pdf"))
     _rebuild_until_served(driver)
 
     ask(driver, admin_url, KYZYL)
