@@ -86,7 +86,7 @@ def squad_figures(service: Any, answerable: list[dict[str, Any]],
 
 def main() -> None:
     from common import PROJECT
-    from squad import HELD_OUT, load_squad, sample, write_corpus
+    from squad import HELD_OUT, SQUAD_DEV, load_squad, sample, write_corpus
 
     from qa import onnx_sessions, quantization, store
     from qa.config import Settings
@@ -97,8 +97,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index-dir", type=Path, default=PROJECT / "index",
                         help="the index whose encoder cache gets the int8 model")
-    parser.add_argument("--squad", type=Path, default=PROJECT.parent / "shared" / "bench" /
-                        "squad-v2.0-dev.json", help="SQuAD 2.0 dev JSON (read, never copied)")
+    parser.add_argument("--squad", type=Path, default=SQUAD_DEV,
+                        help="SQuAD 2.0 dev JSON (read, never copied)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/qa-quant-gate"),
                         help="corpus and index of the SQuAD paragraphs (reused between runs)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
@@ -128,7 +128,7 @@ def main() -> None:
     int8 = onnx_sessions.int8_path(export)
     onnx_sessions.gate_path(int8).unlink(missing_ok=True)  # a new file needs a new verdict
     embedder = Embedder(onnx_dir=onnx_dir)
-    quantization.build_int8(export, int8, lambda text: embedder._tokenizer.encode(text).ids)
+    quantization.build_int8(export, int8, embedder.word_piece_ids)
     figures: dict[str, dict[str, float]] = {}
     for name, query_onnx in (("float", None), ("int8", int8)):
         started = time.perf_counter()

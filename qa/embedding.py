@@ -145,6 +145,10 @@ class Embedder:
             return len(self._tokenizer.encode(text).ids)
         return len(self._st.tokenizer(text)["input_ids"])
 
+    def word_piece_ids(self, text: str) -> list[int]:
+        """The model's word-piece ids of ``text``, [CLS] and [SEP] included, not truncated."""
+        return list(self._tokenizer.encode(text).ids)
+
     def fits(self, text: str) -> bool:
         """True when the model sees all of ``text`` (no truncation)."""
         return self.count_word_pieces(text) <= self.max_tokens
@@ -246,7 +250,7 @@ class Embedder:
         if export is None or self.query_precision != "auto" or not export.is_file():
             return False
         try:
-            made = onnx_sessions.ensure_int8(export, lambda text: self._tokenizer.encode(text).ids)
+            made = onnx_sessions.ensure_int8(export, self.word_piece_ids)
         except Exception as e:  # onnx / onnxruntime raise their own untyped errors
             log.warning("could not build the int8 query encoder, questions use float: %s", e)
             return False

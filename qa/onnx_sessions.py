@@ -182,6 +182,8 @@ def ensure_int8(export: Path, tokenize: quantization.Tokenize) -> Path | None:
     verdict = quantization.shipped_verdict()
     if not verdict or not verdict.get("passed") or not export.is_file():
         return None
+    if verdict.get("model_file") != target.name:
+        return None  # another model (the name is its content hash): no need to hash the export
     if verdict.get("export_sha256") != store.verification.file_sha256(export):
         return None  # another model, or another exporter's bytes: not what was judged
     quantization.build_int8(export, target, tokenize)

@@ -271,15 +271,11 @@ def test_int8_is_used_only_with_a_passing_gate_for_that_very_file(onnx_copy: Pat
     assert chosen() != int8
 
 
-def _tokenize(embedder: Embedder) -> quantization.Tokenize:
-    return lambda text: embedder._tokenizer.encode(text).ids
-
-
 def test_smoothing_leaves_the_float_model_unchanged(export: Path, embedder: Embedder,
                                                      tmp_path: Path) -> None:
     import onnx
 
-    maxima = quantization.activation_maxima(export, _tokenize(embedder), QUESTIONS)
+    maxima = quantization.activation_maxima(export, embedder.word_piece_ids, QUESTIONS)
     # Six layers, four inputs each: Q, K and V share one; attention output; FFN in and out.
     assert len(maxima) == 6 * 4
     assert all(m.shape in {(384,), (1536,)} and (m > 0).all() for m in maxima.values())
@@ -297,8 +293,8 @@ def test_smoothing_leaves_the_float_model_unchanged(export: Path, embedder: Embe
 @pytest.mark.slow
 def test_the_int8_model_is_close_and_the_same_bytes_every_time(export: Path, embedder: Embedder,
                                                              tmp_path: Path) -> None:
-    first = quantization.build_int8(export, tmp_path / "a.int8.onnx", _tokenize(embedder))
-    second = quantization.build_int8(export, tmp_path / "b.int8.onnx", _tokenize(embedder))
+    first = quantization.build_int8(export, tmp_path / "a.int8.onnx", embedder.word_piece_ids)
+    second = quantization.build_int8(export, tmp_path / "b.int8.onnx", embedder.word_piece_ids)
     assert file_sha256(first) == file_sha256(second)  # what lets a shipped verdict name it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.int8.onnx", "b.int8.onnx"]  # no temp
     plain = Embedder(backend="onnx", onnx_dir=export.parent, query_precision="float")
@@ -316,9 +312,9 @@ def test_a_shipped_verdict_holds_only_for_the_file_it_names(onnx_copy: Path, emb
     export = next(onnx_copy.iterdir())
     int8 = onnx_sessions.int8_path(export)
     reference = quantization.build_int8(export, onnx_copy.parent / "judged.int8.onnx",
-                                        _tokenize(embedder))
+                                        embedder.word_piece_ids)
     verdict = {"passed": True, "export_sha256": file_sha256(export),
-               "sha256": file_sha256(reference)}
+               "sha256": file_sha256(reference), "model_file": int8.name}
     monkeypatch.setattr(quantization, "shipped_verdict", lambda: verdict)
 
     def chosen() -> Path:
@@ -326,16 +322,18 @@ def test_a_shipped_verdict_holds_only_for_the_file_it_names(onnx_copy: Path, emb
         assert sessions is not None
         return sessions.path
 
-    assert onnx_sessions.ensure_int8(export, _tokenize(embedder)) == int8
+    assert onnx_sessions.ensure_int8(export, embedder.word_piece_ids) == int8
     assert file_sha256(int8) == verdict["sha256"] and chosen() == int8
     int8.unlink()
     verdict["sha256"] = "0" * 64  # a verdict on other bytes: the file built here is removed
-    assert onnx_sessions.ensure_int8(export, _tokenize(embedder)) is None
+    assert onnx_sessions.ensure_int8(export, embedder.word_piece_ids) is None
     assert not int8.exists() and chosen() != int8
     verdict.update(sha256=file_sha256(reference), export_sha256="1" * 64)  # another export
-    assert onnx_sessions.ensure_int8(export, _tokenize(embedder)) is None and not int8.exists()
-    verdict.update(export_sha256=file_sha256(export), passed=False)
-    assert onnx_sessions.ensure_int8(export, _tokenize(embedder)) is None and not int8.exists()
+    assert onnx_sessions.ensure_int8(export, embedder.word_piece_ids) is None and not int8.exists()
+    verdict.update(export_sha256=file_sha256(export), model_file="other-model.int8.onnx")
+    assert onnx_sessions.ensure_int8(export, embedder.word_piece_ids) is None and not int8.exists()
+    verdict.update(model_file=int8.name, passed=False)
+    assert onnx_sessions.ensure_int8(export, embedder.word_piece_ids) is None and not int8.exists()
 
 
 def test_the_shipped_verdict_names_the_int8_model_this_machine_builds(export: Path,
@@ -347,7 +345,7 @@ def test_the_shipped_verdict_names_the_int8_model_this_machine_builds(export: Pa
     if verdict is None:
         pytest.skip("no gate verdict is shipped")
     assert verdict["export_sha256"] == file_sha256(export)
-    built = quantization.build_int8(export, tmp_path / "m.int8.onnx", _tokenize(embedder))
+    built = quantization.build_int8(export, tmp_path / "m.int8.onnx", embedder.word_piece_ids)
     assert file_sha256(built) == verdict["sha256"]
 
 
