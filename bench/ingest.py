@@ -28,6 +28,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 from common import PROJECT, machine, table
+from squad import SQUAD_DEV
 
 from qa import store
 from qa.config import Settings
@@ -175,8 +176,7 @@ def _onnx_encoder(embedder: Embedder, session: Any) -> Any:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--squad", type=Path,
-                        default=PROJECT.parent / "shared" / "bench" / "squad-v2.0-dev.json")
+    parser.add_argument("--squad", type=Path, default=SQUAD_DEV)
     parser.add_argument("--squad-limit", type=int, default=646, help="paragraphs to index")
     parser.add_argument("--skip-encoders", action="store_true", help="skip the encoder comparison")
     parser.add_argument("--rounds", type=int, default=2,

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from squad import load_squad, machine, write_corpus
+from squad import SQUAD_DEV, load_squad, machine, write_corpus
 
 PROJECT = Path(__file__).resolve().parent.parent
 TWO_NODES = PROJECT / "tests" / "ray_two_nodes.py"
@@ -62,8 +62,7 @@ def two_node_build(corpus: Path, index: Path, temp: Path) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--squad", type=Path,
-                        default=PROJECT.parent / "shared" / "bench" / "squad-v2.0-dev.json")
+    parser.add_argument("--squad", type=Path, default=SQUAD_DEV)
     parser.add_argument("--paragraphs", type=int, default=2000)
     parser.add_argument("--bundled", action="store_true", help="build the bundled corpus instead")
     parser.add_argument("--rounds", type=int, default=1)

@@ -33,6 +33,8 @@ from qa.indexing import build_index
 from qa.service import QAService
 
 PROJECT = Path(__file__).resolve().parent.parent
+# The SQuAD 2.0 dev split next to the project (../shared/bench): read by path, never copied.
+SQUAD_DEV = PROJECT.parent / "shared" / "bench" / "squad-v2.0-dev.json"
 MODES = ("hybrid", "dense", "lexical")
 # Never trained or tuned on (bench/train.py refuses them).
 HELD_OUT = ("Normans", "Steam_engine", "Harvard_University", "Immune_system",
@@ -135,8 +137,8 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=PROJECT.parent / "shared" / "bench" /
-                        "squad-v2.0-dev.json", help="SQuAD 2.0 dev JSON (read, never copied)")
+    parser.add_argument("--data", type=Path, default=SQUAD_DEV,
+                        help="SQuAD 2.0 dev JSON (read, never copied)")
     parser.add_argument("--sample", type=int, default=0,
                         help="answerable questions asked (0: all of the held-out articles)")
     parser.add_argument("--unanswerable", type=int, default=0,

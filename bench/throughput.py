@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
-from squad import load_squad, machine, write_corpus
+from squad import SQUAD_DEV, load_squad, machine, write_corpus
 
 from qa import store
 from qa.config import Settings
@@ -90,8 +90,7 @@ def builds(docs: dict[str, tuple[str, str]], workdir: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--squad", type=Path,
-                        default=PROJECT.parent / "shared" / "bench" / "squad-v2.0-dev.json")
+    parser.add_argument("--squad", type=Path, default=SQUAD_DEV)
     parser.add_argument("--paragraphs", type=int, default=2000)
     parser.add_argument("--no-ray", action="store_true", help="skip the two builds")
     args = parser.parse_args()

@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
-from squad import HELD_OUT, load_squad, machine, write_corpus
+from squad import HELD_OUT, SQUAD_DEV, load_squad, machine, write_corpus
 
 from qa.config import Settings
 from qa.evaluation import DEFAULT_GOLD, first_hit_rank, load_gold
@@ -91,8 +91,7 @@ def summary(found: list[int | None]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--squad", type=Path,
-                        default=PROJECT.parent / "shared" / "bench" / "squad-v2.0-dev.json")
+    parser.add_argument("--squad", type=Path, default=SQUAD_DEV)
     parser.add_argument("--codecs", default="int8;PQ64;PQ96;OPQ96,PQ96;IVF256,PQ96",
                         help="';'-separated FAISS factory strings, and int8")
     parser.add_argument("--squad-questions", type=int, default=800,

@@ -48,7 +48,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
-from squad import load_squad, write_corpus
+from squad import SQUAD_DEV, load_squad, write_corpus
 
 from qa import features, scoring
 from qa.config import Settings
@@ -337,8 +337,8 @@ def stamp(doc: dict[str, Any], data: str, metrics: dict[str, Any]) -> dict[str, 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=PROJECT.parent / "shared" / "bench" /
-                        "squad-v2.0-dev.json", help="SQuAD 2.0 dev JSON (read, never copied)")
+    parser.add_argument("--data", type=Path, default=SQUAD_DEV,
+                        help="SQuAD 2.0 dev JSON (read, never copied)")
     parser.add_argument("--articles", nargs="*", default=list(TRAIN_ARTICLES),
                         help="training articles (folds are whole articles)")
     parser.add_argument("--gold", type=Path, default=PROJECT / "qa" / "data" / "gold.jsonl",
