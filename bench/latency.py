@@ -20,10 +20,11 @@ import http.client
 import itertools
 import json
 import os
+import re
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,9 @@ from common import (
     served,
     table,
 )
+
+# The server marks an answer served from its cache in timings_ms.
+CACHED_MARK = re.compile(rb'"cached":\s*true')
 
 
 def floor_timer(index_dir: Path) -> Callable[[str], float]:
@@ -153,13 +157,16 @@ def group_cpu_seconds(pgid: int) -> float:
     return total / tick
 
 
-def concurrent(port: int, questions: list[str], clients: int,
-               duration: float) -> tuple[float, list[float], int]:
-    """(answers per second, latencies, errors) for ``clients`` threads during ``duration`` s."""
-    combos = itertools.count()
+def concurrent(port: int, questions: list[str], clients: int, duration: float,
+               combos: Iterator[int]) -> tuple[float, list[float], int, int]:
+    """(answers per second, latencies, errors, answers served from the cache) for ``clients``
+    threads during ``duration`` s. ``combos`` numbers the (question, top_k) pairs asked; one
+    counter runs through every phase, so that a pair comes back only after 2,860 others, long
+    after each worker's answer cache (256 by default) has let it go."""
     lock = threading.Lock()
     latencies: list[float] = []
     errors = [0]
+    from_cache = [0]
     deadline = time.monotonic() + duration
 
     def client() -> None:
@@ -172,15 +179,16 @@ def concurrent(port: int, questions: list[str], clients: int,
                         "top_k": 1 + (i // len(questions)) % 20}
                 started = time.perf_counter()
                 try:
-                    status, _ = request(port, "POST", "/api/v1/answer", body, conn)
+                    status, answer = request(port, "POST", "/api/v1/answer", body, conn)
                 except OSError:
-                    status = 0
+                    status, answer = 0, b""
                     conn.close()
                     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
                 elapsed = (time.perf_counter() - started) * 1000
                 with lock:
                     latencies.append(elapsed)
                     errors[0] += status != 200
+                    from_cache[0] += CACHED_MARK.search(answer) is not None
         finally:
             conn.close()
 
@@ -190,7 +198,8 @@ def concurrent(port: int, questions: list[str], clients: int,
         t.start()
     for t in threads:
         t.join(duration + 60)
-    return len(latencies) / (time.perf_counter() - started), latencies, errors[0]
+    return (len(latencies) / (time.perf_counter() - started), latencies, errors[0],
+            from_cache[0])
 
 
 def main() -> None:
@@ -231,23 +240,27 @@ def main() -> None:
                                    "stages_p50_ms": {k: percentile(v, 50)
                                                      for k, v in stages.items()}}
         cpu_rows = []
+        combos = itertools.count()
         for clients in args.clients:
             server_cpu, client_cpu = group_cpu_seconds(server.pid), time.process_time()
-            rate, lat, errors = concurrent(port, questions, clients, args.duration)
+            rate, lat, errors, from_cache = concurrent(port, questions, clients, args.duration,
+                                                       combos)
             # CPU per answer, which on 2 cores bounds the rate whatever else the host runs.
             server_ms = (group_cpu_seconds(server.pid) - server_cpu) * 1000 / max(1, len(lat))
             client_ms = (time.process_time() - client_cpu) * 1000 / max(1, len(lat))
             rows.append((f"{clients} clients", len(lat), percentile(lat, 50), percentile(lat, 95),
                          percentile(lat, 99), rate, errors))
-            cpu_rows.append((f"{clients} clients", server_ms, client_ms))
+            cpu_rows.append((f"{clients} clients", server_ms, client_ms, from_cache))
             results[f"c{clients}"] = {"rate": rate, "errors": errors,
                                       "p50": percentile(lat, 50), "p99": percentile(lat, 99),
-                                      "server_cpu_ms": server_ms, "client_cpu_ms": client_ms}
+                                      "server_cpu_ms": server_ms, "client_cpu_ms": client_ms,
+                                      "from_cache": from_cache}
     print(f"\n{machine()}; qa serve --workers {args.workers}; {len(questions)} gold questions\n")
     print(table(["load", "requests", "p50 ms", "p95 ms", "p99 ms", "answers/s", "errors"], rows))
     print("\nCPU per answer (user + system; the server's processes, and this script's client "
           "threads):\n")
-    print(table(["load", "server CPU ms/answer", "client CPU ms/answer"], cpu_rows))
+    print(table(["load", "server CPU ms/answer", "client CPU ms/answer", "from the cache"],
+                cpu_rows))
     p50, p99 = percentile(single, 50), percentile(single, 99)
     print(f"\ncached answer p50: {percentile(cached, 50):.2f} ms; bare floor (encode + FAISS, "
           f"in-process, timed between the one-client requests) p50: {floor:.2f} ms")

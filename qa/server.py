@@ -1,7 +1,8 @@
 """Production serving: gunicorn started programmatically for ``qa serve``.
 
-Owns the gunicorn configuration: threaded workers, each building its own app (and so loading its
-own model and index) after the fork, and a Server header that names no version. Each worker picks
+Owns the gunicorn configuration: threaded workers that share kept-alive connections evenly
+(``qa.worker_balance``), each building its own app (and so loading its own model and index) after
+the fork, and a Server header that names no version. Each worker picks
 up newly published index versions by itself through QAService. Also the count of requests in
 flight across the workers (made in the master, before the fork), by which the query encoder
 chooses its threads.
@@ -19,6 +20,7 @@ from gunicorn.app.base import BaseApplication
 from qa import metrics_dir
 from qa.config import Settings
 from qa.onnx_sessions import LoadGauge
+from qa.worker_balance import ConnectionBoard
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,9 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int = 4,
     return {
         "bind": f"{host}:{port}",
         "workers": max(1, workers),
-        "worker_class": "gthread",
+        # gunicorn's gthread worker, listening only while it holds the fewest connections
+        # (qa.worker_balance): kept-alive clients are spread evenly over the workers.
+        "worker_class": "qa.worker_balance.BalancedThreadWorker",
         "threads": threads,
         "timeout": 60,
         "graceful_timeout": 30,
@@ -79,6 +83,8 @@ class QAApplication(BaseApplication):
         self.metrics_path = metrics_path
         # In shared memory, made before gunicorn forks: every worker sees every worker's load.
         self.gauge = LoadGauge(shared=True)
+        # Read by each BalancedThreadWorker; seats to spare for workers added by TTIN.
+        self.connection_board = ConnectionBoard(seats=2 * int(options.get("workers") or 1) + 2)
         super().__init__()
 
     def load_config(self) -> None:

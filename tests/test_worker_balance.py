@@ -1,0 +1,154 @@
+"""Kept-alive connections spread evenly over gunicorn's workers (qa.worker_balance)."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import PROJECT, free_port, stop_server
+
+from qa.config import Settings
+from qa.worker_balance import ConnectionBoard
+
+
+def _exited_pid() -> int:
+    """The pid of a child that has exited and been reaped."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait(timeout=30)
+    return child.pid
+
+
+def test_the_least_loaded_worker_listens_and_others_wait() -> None:
+    board = ConnectionBoard(seats=3)
+    me, other = board.claim(os.getpid()), board.claim(os.getppid())
+    assert me is not None and other is not None and me != other
+    board.publish(me, 2)
+    board.publish(other, 1)
+    assert not board.least_loaded(me)
+    assert board.least_loaded(other)
+    board.publish(other, 2)
+    assert board.least_loaded(me) and board.least_loaded(other)  # ties: both listen
+    board.publish(other, 5)
+    board.publish(me, 0)
+    assert board.least_loaded(me)
+
+
+def test_a_worker_without_connections_always_listens() -> None:
+    board = ConnectionBoard(seats=2)
+    me, other = board.claim(os.getpid()), board.claim(os.getppid())
+    assert me is not None and other is not None
+    board.publish(other, 0)
+    board.publish(me, 0)
+    assert board.least_loaded(me)
+
+
+def test_a_dead_workers_seat_counts_for_nothing_and_is_claimed_again() -> None:
+    board = ConnectionBoard(seats=2)
+    me = board.claim(os.getpid())
+    dead = board.claim(_exited_pid())
+    assert me is not None and dead is not None
+    board.publish(dead, 0)
+    board.publish(me, 3)
+    assert board.least_loaded(me), "a worker that died with no connection must not hold back the rest"
+    assert set(board.counts()) == {me}
+    assert board.claim(os.getppid()) == dead
+
+
+def test_more_workers_than_seats_get_none_and_a_released_seat_is_free() -> None:
+    board = ConnectionBoard(seats=1)
+    seat = board.claim(os.getpid())
+    assert seat == 0
+    assert board.claim(os.getppid()) is None
+    board.release(seat)
+    assert board.counts() == {}
+    assert board.claim(os.getppid()) == 0
+
+
+def _established_by_process(pids: list[int], port: int) -> dict[int, int]:
+    """How many established TCP connections to ``port`` each process holds (Linux /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not Path(table).exists():
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "01":  # 01: ESTABLISHED
+                inodes.add(fields[9])
+    held = {}
+    for pid in pids:
+        count = 0
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                count += 1
+        held[pid] = count
+    return held
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc (Linux)")
+def test_four_kept_alive_clients_are_held_two_by_each_of_two_workers(
+        built_tiny: Settings, tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "QA_ENCODER": "torch",
+           "QA_INDEX_DIR": str(built_tiny.index_dir), "QA_CORPUS_DIR": str(built_tiny.corpus_dir)}
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "qa.cli", "serve", "--workers", "2", "--no-build", "--host",
+             "127.0.0.1", "--port", str(port)], env=env, cwd=PROJECT, start_new_session=True,
+            stdout=out, stderr=subprocess.STDOUT)
+    conns: list[http.client.HTTPConnection] = []
+    try:
+        deadline = time.monotonic() + 120
+        workers: list[int] = []
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                   text=True, check=False).stdout.split()
+            if len(found) == 2 and all(_ready(port) for _ in range(4)):
+                workers = [int(pid) for pid in found]
+                break
+            time.sleep(0.3)
+        assert len(workers) == 2, (f"two workers did not come up (exit status {proc.poll()}); "
+                                   f"its log:\n{log.read_text(errors='replace')[-3000:]}")
+        for _ in range(4):  # one after another, each kept open after its answer
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("GET", "/api/v1/documents")
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200
+            assert response.getheader("connection", "").lower() != "close"
+            conns.append(conn)
+        held: dict[int, int] = {}
+        for _ in range(20):  # /proc may lag the accepts by a moment
+            held = _established_by_process(workers, port)
+            if sorted(held.values()) == [2, 2]:
+                break
+            time.sleep(0.1)
+        assert sorted(held.values()) == [2, 2], held
+    finally:
+        for conn in conns:
+            conn.close()
+        stop_server(proc, grace=20)
+
+
+def _ready(port: int) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/readyz")
+        response = conn.getresponse()
+        response.read()
+        return response.status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
