@@ -1,8 +1,8 @@
 """Query latency and throughput of the production server (`qa serve`, gunicorn) on this machine.
 
 Measures `POST /api/v1/answer` over the gold questions for one client, then throughput at 4 and
-16 concurrent clients (bounded duration, stops by itself), and in the same run, right after each
-one-client request and for the same question, two in-process references: the bare floor
+16 concurrent clients (bounded duration, stops by itself), and in the same run, after each block
+of 20 one-client requests and for the same questions, two in-process references: the bare floor
 (encoding the question with the server's encoder on one thread plus one FAISS search) and the
 peer baseline a user would otherwise pick (LangChain's FAISS vector store over the same passages
 with the same bundled model through langchain-huggingface, retrieval only, passages returned),
@@ -103,32 +103,36 @@ def peer_timer(index_dir: Path, threads: int = 0) -> Callable[[str], float] | No
 
 
 def one_client(port: int, questions: list[str], floor: Callable[[str], float],
-               peer: Callable[[str], float] | None = None,
+               peer: Callable[[str], float] | None = None, block: int = 20,
                ) -> tuple[list[float], list[float], list[float], list[float], dict[str, list[float]],
                           int]:
     """(request latencies, floor times, peer times, cached-answer latencies, the server's
-    timings_ms by stage, errors). Each request is followed by one floor sample and one peer
-    sample for the same question, so that all see the same machine: on a shared host the speed
-    drifts over a run, and references timed apart would skew the ratios."""
+    timings_ms by stage, errors). The questions go in blocks of ``block``: the server answers a
+    block one request after another, as one client would ask, then the peer and the floor time
+    the same block. Blocks of a fraction of a second keep all three on the same machine (on a
+    shared host the speed drifts over a run, and references timed apart would skew the
+    ratios), while the peer's model (torch, 90 MB of weights) no longer runs between two of
+    the server's requests: timed that way, question by question, each request found the
+    server's caches evicted and took 2 ms longer (RESULTS.md, issue #19, third round)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     latencies, floors, peers, cached, errors = [], [], [], [], 0
     stages: dict[str, list[float]] = {}
     try:
         for top_k in (5, 4):
-            for q in questions:
-                started = time.perf_counter()
-                status, body = request(port, "POST", "/api/v1/answer",
-                                       {"question": q, "top_k": top_k}, conn)
-                latencies.append((time.perf_counter() - started) * 1000)
-                errors += status != 200
-                if status == 200:
-                    for stage, ms in json.loads(body).get("timings_ms", {}).items():
-                        stages.setdefault(stage, []).append(float(ms))
-                # The peer first: the floor's ONNX call leaves no spinning threads behind for
-                # the next request, torch's OpenMP pool might.
+            for first in range(0, len(questions), block):
+                chunk = questions[first:first + block]
+                for q in chunk:
+                    started = time.perf_counter()
+                    status, body = request(port, "POST", "/api/v1/answer",
+                                           {"question": q, "top_k": top_k}, conn)
+                    latencies.append((time.perf_counter() - started) * 1000)
+                    errors += status != 200
+                    if status == 200:
+                        for stage, ms in json.loads(body).get("timings_ms", {}).items():
+                            stages.setdefault(stage, []).append(float(ms))
                 if peer is not None:
-                    peers.append(peer(q))
-                floors.append(floor(q))
+                    peers.extend(peer(q) for q in chunk)
+                floors.extend(floor(q) for q in chunk)
         for _ in range(50):
             started = time.perf_counter()
             status, _ = request(port, "POST", "/api/v1/answer", {"question": questions[0]}, conn)
@@ -213,6 +217,9 @@ def main() -> None:
                         help="do not time the LangChain peer baseline even when installed")
     parser.add_argument("--peer-threads", type=int, default=0,
                         help="torch threads of the peer (0: torch's default, what a user gets)")
+    parser.add_argument("--block", type=int, default=20,
+                        help="questions the one-client phase asks in a row before the peer and "
+                             "the floor time them (1: question by question)")
     parser.add_argument("--clients", type=int, nargs="*", default=[4, 16],
                         help="concurrent clients of the throughput phases")
     parser.add_argument("--profile", action="store_true",
@@ -229,9 +236,9 @@ def main() -> None:
     peer_of = None if args.no_peer else peer_timer(args.index_dir, args.peer_threads)
     with served(env, workers=args.workers) as (port, server):
         single, floors, peers, cached, stages, single_errors = one_client(
-            port, questions, floor_of, peer_of)
+            port, questions, floor_of, peer_of, args.block)
         floor = percentile(floors, 50)
-        # No rate for one client: the floor is timed between its requests.
+        # No rate for one client: the references are timed between its blocks.
         rows: list[tuple[Any, ...]] = [
             ("1 client", len(single), percentile(single, 50), percentile(single, 95),
              percentile(single, 99), "—", single_errors)]
@@ -263,7 +270,7 @@ def main() -> None:
                 cpu_rows))
     p50, p99 = percentile(single, 50), percentile(single, 99)
     print(f"\ncached answer p50: {percentile(cached, 50):.2f} ms; bare floor (encode + FAISS, "
-          f"in-process, timed between the one-client requests) p50: {floor:.2f} ms")
+          f"in-process, timed between blocks of the one-client requests) p50: {floor:.2f} ms")
     print("server timings_ms p50 by stage (one client): " + ", ".join(
         f"{k} {percentile(v, 50):.2f}" for k, v in stages.items()))
     peer = percentile(peers, 50) if peers else None
