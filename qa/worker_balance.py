@@ -10,16 +10,26 @@ worker publishes how many connections it holds. ``BalancedThreadWorker`` is guni
 worker that listens for new connections only while it holds no more than any other live worker, so
 a new connection goes to the least loaded one. A worker with no connection always listens, and each
 worker re-reads the board at least once a second, so a connection is never left waiting for long on
-stale counts. This module owns that rule and nothing else; ``qa.server`` configures gunicorn.
+stale counts. A count is only believed while its worker is alive and has published it within
+``STALE_AFTER`` seconds: a worker whose event loop is stalled (or not yet reaped) cannot hold the
+others back. This module owns that rule and nothing else; ``qa.server`` configures gunicorn.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
+
+STALE_AFTER = 3.0  # seconds; a worker's loop publishes at least once a second
+_FIELDS = 3  # pid, connections, when published (CLOCK_MONOTONIC, ms: one clock for all processes)
+
+
+def _now_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
 
 
 def _alive(pid: int) -> bool:
@@ -33,38 +43,44 @@ def _alive(pid: int) -> bool:
 
 
 class ConnectionBoard:
-    """Connections held by each worker, in shared memory: one (pid, count) seat per worker."""
+    """Connections held by each worker, in shared memory: one (pid, count, time published) seat
+    per worker."""
 
-    def __init__(self, seats: int) -> None:
+    def __init__(self, seats: int, stale_after: float = STALE_AFTER) -> None:
         self.seats = max(1, seats)
-        self._table: Any = multiprocessing.get_context("fork").Array("q", 2 * self.seats)
+        self.stale_after_ms = int(stale_after * 1000)
+        self._table: Any = multiprocessing.get_context("fork").Array("q", _FIELDS * self.seats)
 
     def claim(self, pid: int) -> int | None:
         """A seat for worker ``pid``: a free one, or one whose worker has exited. None when every
         seat is held by a live worker (more workers than seats); that worker then always listens."""
         with self._table.get_lock():
             for seat in range(self.seats):
-                holder = int(self._table[2 * seat])
+                holder = int(self._table[_FIELDS * seat])
                 if holder in (0, pid) or not _alive(holder):
-                    self._table[2 * seat] = pid
-                    self._table[2 * seat + 1] = 0
+                    self._table[_FIELDS * seat] = pid
+                    self.publish(seat, 0)
                     return seat
         return None
 
     def release(self, seat: int) -> None:
         with self._table.get_lock():
-            self._table[2 * seat] = 0
-            self._table[2 * seat + 1] = 0
+            self._table[_FIELDS * seat:_FIELDS * seat + _FIELDS] = [0] * _FIELDS
 
     def publish(self, seat: int, connections: int) -> None:
-        self._table[2 * seat + 1] = connections  # one aligned integer: written without the lock
+        # Aligned integers, each written whole: no lock. A reader may pair a new count with
+        # the previous time, a second old at most.
+        self._table[_FIELDS * seat + 1] = connections
+        self._table[_FIELDS * seat + 2] = _now_ms()
 
     def counts(self) -> dict[int, int]:
-        """Connections by seat, for the seats held by a live worker (one that died without
-        releasing its seat holds none until gunicorn's replacement claims it)."""
+        """Connections by seat, for the seats of live workers that published lately (one that
+        died without releasing its seat, or whose loop is stalled, holds none)."""
         table = self._table[:]
-        return {seat: int(table[2 * seat + 1]) for seat in range(self.seats)
-                if table[2 * seat] != 0 and _alive(int(table[2 * seat]))}
+        fresh_since = _now_ms() - self.stale_after_ms
+        return {seat: int(table[_FIELDS * seat + 1]) for seat in range(self.seats)
+                if table[_FIELDS * seat] != 0 and table[_FIELDS * seat + 2] >= fresh_since
+                and _alive(int(table[_FIELDS * seat]))}
 
     def least_loaded(self, seat: int) -> bool:
         """Whether the worker in ``seat`` holds no more connections than every other worker."""

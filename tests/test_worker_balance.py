@@ -59,6 +59,20 @@ def test_a_dead_workers_seat_counts_for_nothing_and_is_claimed_again() -> None:
     assert board.claim(os.getppid()) == dead
 
 
+def test_a_count_not_published_lately_is_not_believed() -> None:
+    board = ConnectionBoard(seats=2, stale_after=0.2)
+    me, stalled = board.claim(os.getpid()), board.claim(os.getppid())
+    assert me is not None and stalled is not None
+    board.publish(stalled, 0)
+    board.publish(me, 3)
+    assert not board.least_loaded(me)
+    time.sleep(0.3)  # the other worker's loop publishes nothing meanwhile
+    board.publish(me, 3)
+    assert board.least_loaded(me), "a worker whose loop has stalled must not hold back the rest"
+    board.publish(stalled, 0)
+    assert not board.least_loaded(me)
+
+
 def test_more_workers_than_seats_get_none_and_a_released_seat_is_free() -> None:
     board = ConnectionBoard(seats=1)
     seat = board.claim(os.getpid())
@@ -111,13 +125,16 @@ def test_four_kept_alive_clients_are_held_two_by_each_of_two_workers(
     try:
         deadline = time.monotonic() + 120
         workers: list[int] = []
+        looping: set[int] = set()  # workers seen waiting in their event loop (app loaded)
         while time.monotonic() < deadline and proc.poll() is None:
-            found = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
-                                   text=True, check=False).stdout.split()
-            if len(found) == 2 and all(_ready(port) for _ in range(4)):
-                workers = [int(pid) for pid in found]
+            found = [int(pid) for pid in subprocess.run(
+                ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True,
+                check=False).stdout.split()]
+            looping |= {pid for pid in found if _waiting_for_events(pid)}
+            if len(found) == 2 and looping >= set(found) and _ready(port):
+                workers = found
                 break
-            time.sleep(0.3)
+            time.sleep(0.05)
         assert len(workers) == 2, (f"two workers did not come up (exit status {proc.poll()}); "
                                    f"its log:\n{log.read_text(errors='replace')[-3000:]}")
         for _ in range(4):  # one after another, each kept open after its answer
@@ -139,6 +156,15 @@ def test_four_kept_alive_clients_are_held_two_by_each_of_two_workers(
         for conn in conns:
             conn.close()
         stop_server(proc, grace=20)
+
+
+def _waiting_for_events(pid: int) -> bool:
+    """Whether the process sleeps in epoll (a gunicorn worker that has loaded its app and runs
+    its event loop; until then another worker must not wait for its count)."""
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text() in ("do_epoll_wait", "ep_poll")
+    except OSError:
+        return False
 
 
 def _ready(port: int) -> bool:
