@@ -25,7 +25,8 @@ PREFIX = "qa-metrics-"
 VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (one of another user counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -40,7 +41,7 @@ def remove_stale(base: Path) -> list[Path]:
     removed = []
     for path in base.glob(f"{PREFIX}*"):
         pid_text = path.name[len(PREFIX):].split("-", 1)[0]
-        if path.is_dir() and pid_text.isdigit() and not _alive(int(pid_text)):
+        if path.is_dir() and pid_text.isdigit() and not process_alive(int(pid_text)):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed

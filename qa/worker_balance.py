@@ -24,22 +24,14 @@ from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
 
+from qa.metrics_dir import process_alive
+
 STALE_AFTER = 3.0  # seconds; a worker's loop publishes at least once a second
 _FIELDS = 3  # pid, connections, when published (CLOCK_MONOTONIC, ms: one clock for all processes)
 
 
 def _now_ms() -> int:
     return time.monotonic_ns() // 1_000_000
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class ConnectionBoard:
@@ -57,7 +49,7 @@ class ConnectionBoard:
         with self._table.get_lock():
             for seat in range(self.seats):
                 holder = int(self._table[_FIELDS * seat])
-                if holder in (0, pid) or not _alive(holder):
+                if holder in (0, pid) or not process_alive(holder):
                     self._table[_FIELDS * seat] = pid
                     self.publish(seat, 0)
                     return seat
@@ -80,7 +72,7 @@ class ConnectionBoard:
         fresh_since = _now_ms() - self.stale_after_ms
         return {seat: int(table[_FIELDS * seat + 1]) for seat in range(self.seats)
                 if table[_FIELDS * seat] != 0 and table[_FIELDS * seat + 2] >= fresh_since
-                and _alive(int(table[_FIELDS * seat]))}
+                and process_alive(int(table[_FIELDS * seat]))}
 
     def least_loaded(self, seat: int) -> bool:
         """Whether the worker in ``seat`` holds no more connections than every other worker."""
