@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -45,6 +47,30 @@ def stop_server(proc: subprocess.Popen[bytes], grace: float = 60) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=20)
+
+
+@contextlib.contextmanager
+def serving(*args: str, log: Path, env: Mapping[str, str] | None = None,
+            grace: float = 20) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """`qa serve` (gunicorn) started with ``args`` on 127.0.0.1 at a free port, in its own
+    process group, its output in ``log``; yields (port, process) as soon as it is started (the
+    caller waits for what it needs) and always stops it afterwards (``stop_server``)."""
+    port = free_port()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "qa.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+             *args], env=dict(os.environ if env is None else env), cwd=PROJECT,
+            start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield port, proc
+    finally:
+        stop_server(proc, grace)
+
+
+def served_tiny_env(settings: Settings) -> dict[str, str]:
+    """The environment that serves ``settings``' index and corpus with the torch encoder."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "QA_ENCODER": "torch",
+            "QA_INDEX_DIR": str(settings.index_dir), "QA_CORPUS_DIR": str(settings.corpus_dir)}
 
 
 def make_settings(corpus: Path, index: Path, **extra: object) -> Settings:

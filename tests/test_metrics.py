@@ -9,15 +9,13 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port, make_settings, stop_server
+from conftest import make_settings, serving
 
 from qa.config import Settings
 from qa.service import QAService
@@ -118,18 +116,12 @@ def two_workers(built_tiny: Settings, tmp_path: Path) -> Iterator[dict[str, Any]
     settings = make_settings(built_tiny.corpus_dir, tmp_path / "index")
     temp = tmp_path / "tmp"
     temp.mkdir()
-    port = free_port()
     log = tmp_path / "serve.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("QA_")}
     env.update(HF_HUB_OFFLINE="1", TMPDIR=str(temp), QA_LOG_FORMAT="json")
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "qa.cli", "serve", "--no-build", "--workers", "2",
-             "--host", "127.0.0.1", "--port", str(port), "--corpus-dir",
-             str(settings.corpus_dir), "--index-dir", str(settings.index_dir),
-             "--encoder", "torch"],
-            env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
-    try:
+    with serving("--no-build", "--workers", "2", "--corpus-dir", str(settings.corpus_dir),
+                 "--index-dir", str(settings.index_dir), "--encoder", "torch", log=log,
+                 env=env, grace=60) as (port, proc):
         deadline = time.monotonic() + 300
         ready = False
         while not ready and time.monotonic() < deadline and proc.poll() is None:
@@ -139,8 +131,6 @@ def two_workers(built_tiny: Settings, tmp_path: Path) -> Iterator[dict[str, Any]
                 time.sleep(0.5)
         assert ready, log.read_text(errors="replace")[-3000:]
         yield {"port": port, "log": log, "temp": temp, "proc": proc}
-    finally:
-        stop_server(proc)
 
 
 def _log_lines(log: Path) -> list[dict[str, Any]]:

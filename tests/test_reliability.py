@@ -10,7 +10,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY, make_settings
+from conftest import TINY, make_settings, serving
 from werkzeug.serving import make_server
 
 from qa import store
@@ -267,18 +266,10 @@ def test_serve_builds_a_missing_index_outside_the_master(tiny_corpus: Path,
     """`qa serve` on a fresh checkout builds the index first. The build's model and its thread
     pools must not live in the process gunicorn forks workers from: the master stays torch-free,
     answers come back, and the workers exit cleanly on SIGTERM (a forked torch pool aborted them)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
     log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "qa.cli", "serve", "--workers", "1", "--host", "127.0.0.1",
-             "--port", str(port), "--corpus-dir", str(tiny_corpus),
-             "--index-dir", str(tmp_path / "index"), "--encoder", "torch"],
-            env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True,
-            stdout=out, stderr=subprocess.STDOUT)
-    try:
+    with serving("--workers", "1", "--corpus-dir", str(tiny_corpus), "--index-dir",
+                 str(tmp_path / "index"), "--encoder", "torch", log=log,
+                 env={**os.environ, "HF_HUB_OFFLINE": "1"}) as (port, proc):
         status, deadline = None, time.monotonic() + 240
         while status != 200 and time.monotonic() < deadline and proc.poll() is None:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -295,12 +286,8 @@ def test_serve_builds_a_missing_index_outside_the_master(tiny_corpus: Path,
         assert status == 200, log.read_text(errors="replace")[-3000:]
         maps = Path(f"/proc/{proc.pid}/maps").read_text()
         assert "libtorch" not in maps  # the master never loaded the model
-        os.kill(proc.pid, signal.SIGTERM)
+        os.kill(proc.pid, signal.SIGTERM)  # the master alone: it must stop its workers
         assert proc.wait(timeout=60) == 0
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
     text = log.read_text(errors="replace")
     assert "no index yet: building it first" in text
     assert "SIGABRT" not in text and "terminate called" not in text, text[-3000:]

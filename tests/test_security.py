@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import http.client
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT, free_port, stop_server
+from conftest import served_tiny_env, serving
 
 from qa.config import Settings
 
@@ -18,16 +15,8 @@ from qa.config import Settings
 @pytest.mark.slow
 def test_gunicorn_sends_security_headers_and_no_version(built_tiny: Settings,
                                                         tmp_path: Path) -> None:
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "QA_ENCODER": "torch",
-           "QA_INDEX_DIR": str(built_tiny.index_dir), "QA_CORPUS_DIR": str(built_tiny.corpus_dir)}
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "qa.cli", "serve", "--workers", "1", "--no-build", "--host",
-             "127.0.0.1", "--port", str(port)], env=env, cwd=PROJECT, start_new_session=True,
-            stdout=out, stderr=subprocess.STDOUT)
-    try:
+    with serving("--workers", "1", "--no-build", log=tmp_path / "server.log",
+                 env=served_tiny_env(built_tiny)) as (port, proc):
         headers: dict[str, str] = {}
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
@@ -45,7 +34,7 @@ def test_gunicorn_sends_security_headers_and_no_version(built_tiny: Settings,
                 conn.close()
             time.sleep(0.3)
         assert headers, (f"server did not answer (exit status {proc.poll()}); its log:\n"
-                         f"{log.read_text(errors='replace')[-3000:]}")
+                         f"{(tmp_path / 'server.log').read_text(errors='replace')[-3000:]}")
         server = headers.get("server", "")
         assert "gunicorn" not in server.lower()
         assert not any(ch.isdigit() for ch in server)
@@ -53,5 +42,3 @@ def test_gunicorn_sends_security_headers_and_no_version(built_tiny: Settings,
         assert "script-src 'none'" in csp and "frame-ancestors 'none'" in csp
         assert "unsafe-inline" not in csp
         assert headers["x-content-type-options"] == "nosniff"
-    finally:
-        stop_server(proc, grace=20)

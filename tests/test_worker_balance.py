@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT, free_port, stop_server
+from conftest import served_tiny_env, serving
 
 from qa.config import Settings
 from qa.worker_balance import ConnectionBoard
@@ -112,15 +112,15 @@ def _established_by_process(pids: list[int], port: int) -> dict[int, int]:
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc (Linux)")
 def test_four_kept_alive_clients_are_held_two_by_each_of_two_workers(
         built_tiny: Settings, tmp_path: Path) -> None:
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "QA_ENCODER": "torch",
-           "QA_INDEX_DIR": str(built_tiny.index_dir), "QA_CORPUS_DIR": str(built_tiny.corpus_dir)}
     log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "qa.cli", "serve", "--workers", "2", "--no-build", "--host",
-             "127.0.0.1", "--port", str(port)], env=env, cwd=PROJECT, start_new_session=True,
-            stdout=out, stderr=subprocess.STDOUT)
+    with serving("--workers", "2", "--no-build", log=log,
+                 env=served_tiny_env(built_tiny)) as (port, proc):
+        _hold_four_connections(proc, port, log)
+
+
+def _hold_four_connections(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    """Once both workers run their event loops, open four kept-alive connections one after
+    another; each worker must then hold two."""
     conns: list[http.client.HTTPConnection] = []
     try:
         deadline = time.monotonic() + 120
@@ -155,7 +155,6 @@ def test_four_kept_alive_clients_are_held_two_by_each_of_two_workers(
     finally:
         for conn in conns:
             conn.close()
-        stop_server(proc, grace=20)
 
 
 def _waiting_for_events(pid: int) -> bool:
