@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, NamedTuple
@@ -45,18 +46,19 @@ class QueryTerms:
 
     def stored_scores(self, stored_terms: str) -> tuple[float, float]:
         """(coverage, proximity) of a sentence's stored term sequence (``terms.term_sequence``),
-        checking the question's few terms and pairs against the string instead of splitting it.
+        intersecting the question's few terms with its words, and looking for the pairs only
+        where both of their terms are present.
         Proximity: the IDF-weighted share (a pair weighs its two terms) of the question's word
         pairs that the sentence holds as pairs too: "a security-and-development organization"
         is closer to "the Organization for Security and Development" than to a text using both
         words apart."""
-        padded = f" {stored_terms} "
-        present = {t for t, probe in self._probes if probe in padded}
+        present = self._needed.intersection(stored_terms.split())
         if not present:
             return 0.0, 0.0
         coverage = self._share(present)
         if len(present) < 2 or not self._pair_probes:
             return coverage, 0.0
+        padded = f" {stored_terms} "
         held = sum(weight for a, b, probe, weight in self._pair_probes
                    if a in present and b in present and probe in padded)
         return coverage, held / self._pair_total
@@ -72,12 +74,12 @@ class QueryTerms:
         return sum(weight for *_, weight in self._pair_probes)
 
     @cached_property
-    def _probes(self) -> tuple[tuple[str, str], ...]:
-        """(term, " term ") for every term coverage can depend on."""
-        needed = set(self.weights).union(*(other for _, other in self.aliases))
-        return tuple((t, f" {t} ") for t in sorted(needed))
+    def _needed(self) -> frozenset[str]:
+        """Every term coverage can depend on: the question's, and the other forms' of its
+        acronyms. A sentence's terms are matched against it as one set intersection."""
+        return frozenset(self.weights).union(*(other for _, other in self.aliases))
 
-    def _share(self, have: set[str]) -> float:
+    def _share(self, have: AbstractSet[str]) -> float:
         total = self.total
         if total <= 0:
             return 0.0
