@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from qa import acronyms, terms
-from qa.store import IndexReader, TokenMatch
+from qa.store import IndexReader, SentenceTerms, TokenMatch
 
 
 def term_set(text: str) -> set[str]:
@@ -62,6 +62,46 @@ class QueryTerms:
         held = sum(weight for a, b, probe, weight in self._pair_probes
                    if a in present and b in present and probe in padded)
         return coverage, held / self._pair_total
+
+    def scores_of(self, sentences: SentenceTerms, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``stored_scores`` (coverage, proximity) of ``n`` sentences at once, from their terms
+        as numbers (``store.SentenceTerms``): the question's few terms are looked up among all
+        the sentences' terms in one sorted search, and a pair is two consecutive terms of one
+        sentence. The same figures as ``stored_scores``, without a Python call a sentence."""
+        coverage, proximity = np.zeros(n), np.zeros(n)
+        needed = sorted(self._needed)
+        if not n or not needed or self.total <= 0:
+            return coverage, proximity
+        keys = np.array([hash(t) for t in needed], dtype=np.int64)
+        order = np.argsort(keys)
+        at = np.minimum(np.searchsorted(keys[order], sentences.hashes), len(keys) - 1)
+        hit = keys[order][at] == sentences.hashes
+        column = np.where(hit, order[at], -1)  # the needed term at each position, or -1
+        present = np.zeros((n, len(needed)), dtype=bool)
+        present[sentences.owners[hit], column[hit]] = True
+        index = {t: i for i, t in enumerate(needed)}
+        # as stored_scores: no proximity where fewer than two of the terms stand
+        few = present.sum(axis=1) < 2
+        for group, other in self.aliases:
+            uses_other = present[:, np.array([index[t] for t in other])].all(axis=1)
+            present[np.ix_(uses_other, np.array([index[t] for t in group]))] = True
+        weights = np.array([self.weights.get(t, 0.0) for t in needed])
+        coverage = (present @ weights) / self.total
+        if self._pair_probes:
+            pair_weight = np.zeros((len(needed), len(needed)))
+            for a, b, _, weight in self._pair_probes:
+                pair_weight[index[a], index[b]] = weight
+            first, second = column[:-1], column[1:]
+            held = ((first >= 0) & (second >= 0)
+                    & (sentences.owners[:-1] == sentences.owners[1:]))
+            held[held] = pair_weight[first[held], second[held]] > 0
+            # each pair counts once in a sentence, however often it stands there
+            pairs = np.unique(np.stack([sentences.owners[:-1][held], first[held],
+                                        second[held]]), axis=1)
+            np.add.at(proximity, pairs[0], pair_weight[pairs[1], pairs[2]])
+            proximity[few] = 0.0
+            proximity /= self._pair_total
+        return coverage, proximity
 
     @cached_property
     def _pair_probes(self) -> tuple[tuple[str, str, str, float], ...]:
@@ -281,7 +321,7 @@ class SentenceEvidence(NamedTuple):
 def gather(reader: IndexReader, rows: dict[int, dict[str, Any]], query_vector: np.ndarray,
            qterms: QueryTerms) -> dict[int, list[SentenceEvidence]]:
     """Evidence for every sentence inside the given chunks, keyed by chunk FAISS id."""
-    spans = reader.sentences_of_chunks(sorted(rows))
+    spans, sentence_terms = reader.sentences_with_terms(sorted(rows))
     if not spans:
         return {}
     ids = np.fromiter((s[1] for s in spans), dtype=np.int64, count=len(spans))
@@ -289,13 +329,13 @@ def gather(reader: IndexReader, rows: dict[int, dict[str, Any]], query_vector: n
     vectors = np.empty((len(ids), reader.sentence_vectors.shape[1]), dtype=np.float32)
     vectors[order] = reader.sentence_vectors[ids[order]]
     sims = vectors @ np.asarray(query_vector, dtype=np.float32).reshape(-1)
+    coverage, proximity = qterms.scores_of(sentence_terms, len(spans))
     out: dict[int, list[SentenceEvidence]] = {}
-    scores = qterms.stored_scores
-    for (chunk, sid, start, end, sentence_terms), sim in zip(spans, sims.tolist(), strict=True):
+    for (chunk, sid, start, end, stored), sim, cov, prox in zip(
+            spans, sims.tolist(), coverage.tolist(), proximity.tolist(), strict=True):
         row = rows[chunk]
         offset = row["start"]
-        coverage, proximity = scores(sentence_terms)
         out.setdefault(chunk, []).append(SentenceEvidence(
-            chunk, sid, start, end, row["text"][start - offset:end - offset], sim, coverage,
-            0.0, proximity, sentence_terms))
+            chunk, sid, start, end, row["text"][start - offset:end - offset], sim, cov, 0.0,
+            prox, stored))
     return out

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from qa.acronyms import aliases
 from qa.answertype import expected_answer_type
 from qa.evidence import QueryTerms, term_set
+from qa.store.sentence_terms import ChunkSentences, gathered
 from qa.terms import term_pairs, term_sequence
 
 TABLE = [("OSCA", "Organization for Security and Cooperation in Asia"),
@@ -159,3 +162,52 @@ def test_name_questions_with_modifiers_before_the_noun(question: str) -> None:
 ])
 def test_verbs_and_articles_are_no_modifiers(question: str) -> None:
     assert expected_answer_type(question) is None
+
+
+def _scored_at_once(qterms: QueryTerms, sentences: list[str]) -> list[tuple[float, float]]:
+    spans = [(0, n, 0, 0, term_sequence(s)) for n, s in enumerate(sentences)]
+    _, stored = gathered([ChunkSentences.of(spans[:2]), ChunkSentences.of(spans[2:])])
+    coverage, proximity = qterms.scores_of(stored, len(spans))
+    return list(zip(coverage.tolist(), proximity.tolist(), strict=True))
+
+
+def test_sentences_scored_at_once_score_as_each_one_alone() -> None:
+    question = "Did the OSCA goal of security and development help security development?"
+    weights = {t: float(len(t)) for t in term_set(question)}
+    other = frozenset(term_set("Organization for Security and Cooperation in Asia"))
+    qterms = QueryTerms(weights, ((frozenset({"osca"}), other),),
+                        tuple(sorted(term_pairs(question))))
+    words = ["security", "development", "goal", "OSCA", "Organization", "Cooperation", "Asia",
+             "help", "and", "the", "of", "for", "in", "it", "was", "is", "to", "be", "goalkeeping",
+             "developments"]
+    rng = random.Random(15)
+    sentences = ["", "security", "security security", "development and security",
+                 "security and development and security and development",
+                 "security, as it was and is to be, development",
+                 "The Organization for Security and Cooperation in Asia set a goal"]
+    sentences += [" ".join(rng.choices(words, k=rng.randint(1, 14))) for _ in range(300)]
+    alone = [qterms.stored_scores(term_sequence(s)) for s in sentences]
+    at_once = _scored_at_once(qterms, sentences)
+    assert at_once == [(pytest.approx(c), pytest.approx(p)) for c, p in alone]
+    assert any(p > 0 for _, p in alone) and any(0 < c < 1 for c, _ in alone)  # both exercised
+
+
+def test_sentences_scored_at_once_without_question_terms_or_sentences() -> None:
+    assert _scored_at_once(QueryTerms({}), ["security and development"]) == [(0.0, 0.0)]
+    one_term = QueryTerms({"secur": 1.0})
+    assert _scored_at_once(one_term, ["security and development", "peace"]) == [
+        (1.0, 0.0), (0.0, 0.0)]
+    coverage, proximity = one_term.scores_of(gathered([])[1], 0)
+    assert len(coverage) == len(proximity) == 0
+
+
+def test_a_repeated_word_is_no_pair_in_a_sentence_holding_only_that_word() -> None:
+    question = "security security development"
+    qterms = QueryTerms({t: 1.0 for t in term_set(question)},
+                        pairs=tuple(sorted(term_pairs(question))))
+    assert ("secur", "secur") in qterms.pairs
+    sentences = ["security security", "security security development"]
+    alone = [qterms.stored_scores(term_sequence(s)) for s in sentences]
+    assert alone[0][1] == 0.0 and alone[1][1] > 0
+    assert _scored_at_once(qterms, sentences) == [(pytest.approx(c), pytest.approx(p))
+                                                  for c, p in alone]

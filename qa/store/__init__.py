@@ -53,6 +53,7 @@ from qa.store.layout import (
     publish,
 )
 from qa.store.reader import IndexReader, open_current, open_leased, read_faiss
+from qa.store.sentence_terms import SentenceTerms
 from qa.store.tokens import StoredTokens, TokenMatch, quantize_tokens
 from qa.store.writer import BuildWriter, write_faiss
 
@@ -75,6 +76,7 @@ __all__ = [
     "Layout",
     "Lease",
     "RateCounters",
+    "SentenceTerms",
     "StoredTokens",
     "TokenMatch",
     "build_lock",

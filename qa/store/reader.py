@@ -35,6 +35,7 @@ from qa.store.layout import (
     read_manifest,
 )
 from qa.store.lru import LRU
+from qa.store.sentence_terms import ChunkSentences, SentenceTerms, Span, gathered
 from qa.store.tokens import TOKEN_SCALE, TokenMatch
 from qa.store.verification import verify_build
 
@@ -269,13 +270,18 @@ class IndexReader:
             f"WHERE c.rowid IN ({marks})", rowids)
         return {int(r["rowid"]): dict(r) for r in rows}
 
-    def sentences_of_chunks(self, rowids: Sequence[int]) -> list[tuple[int, int, int, int, str]]:
+    def sentences_of_chunks(self, rowids: Sequence[int]) -> list[Span]:
         """(chunk FAISS id, sentence id, start, end, terms) of every sentence inside the chunks,
         by chunk id, then start. Recently asked chunks' sentences come from memory."""
-        found = self._chunk_sentences.fetch(rowids, self._read_sentences)
-        return [span for rowid in sorted(found) for span in found[rowid]]
+        return self.sentences_with_terms(rowids)[0]
 
-    def _read_sentences(self, rowids: list[int]) -> dict[int, list[tuple[int, int, int, int, str]]]:
+    def sentences_with_terms(self, rowids: Sequence[int]) -> tuple[list[Span], SentenceTerms]:
+        """``sentences_of_chunks``, and the same sentences' stored terms as numbers
+        (``SentenceTerms``), so that a question's terms are found in all of them at once."""
+        found = self._chunk_sentences.fetch(rowids, self._read_sentences)
+        return gathered([found[rowid] for rowid in sorted(found)])
+
+    def _read_sentences(self, rowids: list[int]) -> dict[int, ChunkSentences]:
         marks = ",".join("?" * len(rowids))
         # "s.start < c.end" bounds the index range scan on (doc_id, start) from above too;
         # without it SQLite walks every later sentence of the document for each chunk.
@@ -287,7 +293,7 @@ class IndexReader:
         found: dict[int, list[tuple[int, int, int, int, str]]] = {r: [] for r in rowids}
         for r in rows:
             found[int(r[0])].append((int(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4])))
-        return found
+        return {rowid: ChunkSentences.of(spans) for rowid, spans in found.items()}
 
     def piece_frequencies(self, pieces: Sequence[int]) -> dict[int, int]:
         """Chunk document frequency of each word-piece id (absent pieces are left out)."""
