@@ -133,12 +133,16 @@ class QueryTerms:
 def query_terms(reader: IndexReader, question: str,
                 aliases: Sequence[tuple[str, str]] = ()) -> QueryTerms:
     """IDF-weighted terms of ``question``; ``aliases`` are (form in the question, other form)."""
-    wanted = term_set(question)
+    # In the question's order, not a set's (salted per process): terms of equal weight are
+    # then named in the same order by every process (the reason of an abstention).
+    ordered = list(dict.fromkeys(terms.stem(t) for t in terms.tokens(question)
+                                 if t not in terms.STOPWORDS))
+    wanted = set(ordered)
     n_chunks = int(reader.manifest.get("counts", {}).get("chunks", 0))
     df = reader.term_frequencies(sorted(wanted))
     # A term the corpus never uses keeps its full weight: it lowers every sentence's coverage,
     # which is what makes an off-topic question look weakly supported.
-    weights = {t: math.log((n_chunks + 1) / (df.get(t, 0) + 0.5)) for t in wanted}
+    weights = {t: math.log((n_chunks + 1) / (df.get(t, 0) + 0.5)) for t in ordered}
     groups = tuple((frozenset(term_set(present) & wanted), frozenset(term_set(other)))
                    for present, other in aliases)
     return QueryTerms(weights, tuple(dict.fromkeys((g, o) for g, o in groups if g and o)),

@@ -88,3 +88,20 @@ def test_an_index_built_by_other_text_handling_is_served_and_flagged(
         assert upgraded.search(QUESTIONS[0])["passages"]
     assert upgraded.status()["stale"] is True
     assert "run `qa index` to rebuild it" in caplog.text
+
+
+def test_question_terms_keep_the_questions_order(built_tiny: Settings) -> None:
+    """Not a set's order, which is salted per process: terms of equal weight (here four the
+    corpus never uses) are named in the question's order by every process."""
+    from qa import evidence, features, store, terms
+
+    reader = store.open_current(built_tiny.index_dir)
+    question = "Who baked the sourdough loaf of bread for the Almaty sourdough festival?"
+    qterms = evidence.query_terms(reader, question)
+    stems = [terms.stem(t) for t in ("baked", "sourdough", "loaf", "bread", "almaty",
+                                     "festival")]
+    assert list(qterms.weights) == stems
+    n_chunks = int(reader.manifest["counts"]["chunks"])
+    missing = features.missing_from(question, "A passage about something else.", qterms,
+                                    n_chunks)
+    assert missing.unknown == ("baked", "sourdough", "loaf", "bread", "almaty", "festival")
