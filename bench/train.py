@@ -27,6 +27,15 @@ The models are fitted in order, each on the output of the ones before it, throug
    0.016 and 0.450 / 0.164; all SQuAD rows' 0.430 / 0.082 and 0.454 / 0.156. A LightGBM
    classifier instead of the logistic regression: SQuAD AURC 0.409, ECE 0.025.
 
+``--removed-paragraph N`` (off by default, and not used for the shipped calibrator) adds to the
+calibrator's rows up to N answerable questions of each training paragraph asked again with their
+paragraph removed from the search, labelled wrong: on-topic questions the documents no longer
+answer (``--removed-document``: the gold tuning half's answerable ones without their document).
+They join their article's fold and count in no reported figure. Out of fold they made the
+calibrator no better (bench/RESULTS.md): with the source gone, the best passage's coverage and
+margins collapse, unlike the gold set's on-topic unanswerable questions, which match as well as
+answered ones. ``--calibrator-only`` keeps the packaged reranker and selector.
+
     pip install -e '.[train]'
     python bench/train.py --data ../shared/bench/squad-v2.0-dev.json [--gold-split ...]
 
@@ -48,7 +57,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
-from squad import SQUAD_DEV, load_squad, write_corpus
+from squad import HELD_OUT, SQUAD_DEV, TRAIN_ARTICLES, load_squad, write_corpus
 
 from qa import features, scoring
 from qa.config import Settings
@@ -63,11 +72,6 @@ from qa.service import QAService
 
 PROJECT = Path(__file__).resolve().parent.parent
 BASELINES = Path(__file__).resolve().parent / "baseline_models"  # the hand-set weights before
-TRAIN_ARTICLES = ("Computational_complexity_theory", "Huguenot", "1973_oil_crisis",
-                  "European_Union_law", "Packet_switching", "Yuan_dynasty",
-                  "Scottish_Parliament", "Islamism", "Imperialism", "Warsaw", "Force")
-HELD_OUT = ("Normans", "Steam_engine", "Harvard_University", "Immune_system",
-            "French_and_Indian_War")
 SEED = 0
 C = 1.0  # inverse L2 strength of the calibrator's fit (scikit-learn's default)
 L2 = 1e-3  # L2 on the rankers' standardized weights (0 to 1e-2 alike by cross-validation)
@@ -198,16 +202,38 @@ def operating_point(p: np.ndarray, answerable: np.ndarray) -> float:
 # -- the three stages ------------------------------------------------------------------------
 def trace_questions(service: QAService, questions: Sequence[dict[str, Any]],
                     label: str) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    """Ask each question with its trace; a question with "removed" is asked of every document
+    but that one."""
     out = []
     started = time.perf_counter()
+    every = sorted(d["doc_id"] for d in service.documents())
     for n, q in enumerate(questions, 1):
         trace: dict[str, Any] = {}
-        response = service.ask(q["question"], use_cache=False, trace=trace)
+        kept = [d for d in every if d != q["removed"]] if q.get("removed") else None
+        response = service.ask(q["question"], doc_ids=kept, use_cache=False, trace=trace)
         out.append((q, trace, response))
         if n % 500 == 0:
             print(f"  {label}: {n}/{len(questions)} ({time.perf_counter() - started:.0f}s)",
                   flush=True)
     return out
+
+
+def removed_source_questions(questions: Sequence[dict[str, Any]], per_source: int
+                             ) -> list[dict[str, Any]]:
+    """On-topic unanswerable questions made from answerable ones: up to ``per_source``
+    answerable questions of each source (a SQuAD paragraph, a gold question's document), the
+    first by id, asked again with that source removed from the search ("removed"). The answer
+    then comes from the same article or corpus but not from where the answer was written, and
+    is labelled wrong like any answer to an unanswerable question ("impossible", no answers).
+    They are "synthetic": they train the calibrator and are left out of every reported
+    figure."""
+    by_source: dict[str, list[dict[str, Any]]] = {}
+    for q in sorted(questions, key=lambda q: str(q["id"])):
+        if not q["impossible"] and q.get("doc"):
+            by_source.setdefault(q["doc"], []).append(q)
+    return [q | {"id": f"{q['id']}-removed", "removed": q["doc"], "impossible": True,
+                 "answers": [], "synthetic": True}
+            for source in sorted(by_source) for q in by_source[source][:per_source]]
 
 
 def reranker_data(traced: Sequence[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]
@@ -247,12 +273,13 @@ def selector_data(traced: Sequence[tuple[dict[str, Any], dict[str, Any], dict[st
     return groups, articles
 
 
-Rows = tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]  # x, right, answerable, articles
+# x, right, answerable, articles, real (not synthetic: counted in the reported figures)
+Rows = tuple[np.ndarray, np.ndarray, np.ndarray, list[str], np.ndarray]
 
 
 def calibrator_data(traced: Sequence[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]],
                     right: Callable[[dict[str, Any], dict[str, Any]], bool]) -> Rows:
-    rows, labels, answerable, articles = [], [], [], []
+    rows, labels, answerable, articles, real = [], [], [], [], []
     for q, trace, response in traced:
         if "question_vector" not in trace:
             continue
@@ -260,8 +287,10 @@ def calibrator_data(traced: Sequence[tuple[dict[str, Any], dict[str, Any], dict[
         labels.append(right(q, response))
         answerable.append(not q["impossible"])
         articles.append(q["group"])
+        real.append(not q.get("synthetic"))
     return (np.vstack(rows) if rows else np.zeros((0, len(features.QUESTION_FEATURES))),
-            np.array(labels, dtype=bool), np.array(answerable, dtype=bool), articles)
+            np.array(labels, dtype=bool), np.array(answerable, dtype=bool), articles,
+            np.array(real, dtype=bool))
 
 
 def answered_text(response: dict[str, Any]) -> str:
@@ -279,27 +308,71 @@ def fit_calibrator(x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = Non
             "scale": [round(float(s), 6) for s in scale]}
 
 
-def group_weights(articles: Sequence[str]) -> np.ndarray:
-    """Each row's weight: 1 for SQuAD; the gold set's rows together weigh as much as one
-    training article's (on average)."""
-    gold = np.array([a.startswith("gold") for a in articles])
+def group_weights(articles: Sequence[str], real: np.ndarray | None = None) -> np.ndarray:
+    """Each row's weight: 1 for SQuAD; the gold set's rows weigh each what its real rows weigh,
+    which together weigh as much as one training article's real rows (on average). ``real``:
+    which rows are real (not synthetic), all when not given."""
+    is_real = np.ones(len(articles), dtype=bool) if real is None else np.asarray(real, bool)
+    gold = np.array([a.startswith("gold") for a in articles], dtype=bool)
     weight = np.ones(len(articles))
-    squad = [a for a in articles if not a.startswith("gold")]
-    if gold.any() and squad:
-        weight[gold] = len(squad) / len(set(squad)) / gold.sum()
+    squad = [a for a, counted in zip(articles, is_real, strict=True)
+             if counted and not a.startswith("gold")]
+    if (gold & is_real).any() and squad:
+        weight[gold] = len(squad) / len(set(squad)) / (gold & is_real).sum()
     return weight
 
 
-def out_of_fold(x: np.ndarray, y: np.ndarray, articles: list[str]) -> np.ndarray:
+def folds_of(articles: Sequence[str], real: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``grouped_folds`` of the real rows' articles, applied to every row: a synthetic row is in
+    its article's fold, and the folds are those made without synthetic rows."""
+    labels = np.asarray(articles)
+    real_rows = np.flatnonzero(real)
+    folds = []
+    for _, test in grouped_folds([articles[i] for i in real_rows]):
+        held = np.isin(labels, labels[real_rows[test]])
+        folds.append((np.flatnonzero(~held), np.flatnonzero(held)))
+    return folds
+
+
+def out_of_fold(x: np.ndarray, y: np.ndarray, articles: list[str],
+                real: np.ndarray | None = None) -> np.ndarray:
+    real = np.ones(len(y), dtype=bool) if real is None else real
     p = np.full(len(y), np.nan)
-    weight = group_weights(articles)
-    for train, test in grouped_folds(articles):
+    weight = group_weights(articles, real)
+    for train, test in folds_of(articles, real):
         if len(set(y[train].tolist())) < 2:
             continue
         model = scoring.from_dict(fit_calibrator(x[train], y[train], weight[train]),
                                   features.QUESTION_FEATURES)
         p[test] = model.probability(x[test])
     return p
+
+
+def abstention_figures(p: np.ndarray, y: np.ndarray, answerable: np.ndarray,
+                       articles: Sequence[str], kinds: Sequence[str | None],
+                       threshold: float) -> dict[str, float]:
+    """What the calibrator does at ``threshold`` (abstain below it), on SQuAD's questions and
+    on the gold ones: AURC, share of the unanswerable abstained on (the gold set's on-topic and
+    off-topic ones apart) and of the answerable abstained on (false abstention)."""
+    gold = np.array([a.startswith("gold") for a in articles], dtype=bool)
+    kind = np.array([k or "" for k in kinds])
+    abstained = p < threshold
+    out: dict[str, float] = {}
+    for name, rows in (("squad", ~gold), ("gold", gold)):
+        if not rows.any():
+            continue
+        out[f"{name}_aurc"] = risk_coverage(p[rows], y[rows])["aurc"]
+        parts = {"unanswerable_abstained": rows & ~answerable,
+                 "false_abstention": rows & answerable}
+        if name == "gold":
+            parts = {"ontopic_abstained": rows & (kind == "unanswerable-ontopic"),
+                     "offtopic_abstained": rows & (kind == "unanswerable-offtopic"),
+                     "false_abstention": rows & answerable}
+        for part, which in parts.items():
+            if which.any():
+                out[f"{name}_{part}"] = round(float(abstained[which].mean()), 4)
+                out[f"{name}_{part}_n"] = int(which.sum())
+    return out
 
 
 def dump(where: Path | None, name: str, groups: Sequence[tuple[np.ndarray, np.ndarray]],
@@ -356,6 +429,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="also write each stage's feature matrices and labels here (npz)")
     parser.add_argument("--out", type=Path, default=PROJECT / "qa" / "models",
                         help="where the model files are written")
+    parser.add_argument("--removed-paragraph", type=int, default=0, metavar="N",
+                        help="the calibrator also learns from up to N answerable questions of "
+                             "each training paragraph asked again with their paragraph removed, "
+                             "as wrong answers (on-topic, not in the documents); 0: none")
+    parser.add_argument("--removed-document", action="store_true",
+                        help="the same for the gold tuning half's answerable questions, each "
+                             "asked again with its document removed")
+    parser.add_argument("--calibrator-only", action="store_true",
+                        help="keep the packaged reranker and selector; trace and fit the "
+                             "calibrator only (writes calibrator.json alone)")
     args = parser.parse_args(argv)
     held = set(args.articles) & set(HELD_OUT)
     if held:
@@ -385,15 +468,38 @@ def main(argv: Sequence[str] | None = None) -> None:
                  "bundled corpus, two groups of the folds, together weighing as much as one "
                  "article)")
 
-    def trace(stage: str) -> Traced:
-        traced = trace_questions(service, questions, stage)
+    def trace(stage: str, extra: Sequence[dict[str, Any]] = (),
+              extra_gold: Sequence[dict[str, Any]] = ()) -> Traced:
+        traced = trace_questions(service, [*questions, *extra], stage)
         if gold_service is not None:
-            traced += trace_questions(gold_service, gold, f"{stage} (gold)")
+            traced += trace_questions(gold_service, [*gold, *extra_gold], f"{stage} (gold)")
         return traced
 
-    print(f"reranker: tracing {len(questions)} + {len(gold)} questions", flush=True)
+    models = [fit_rankers(trace, data, args.dump)] if not args.calibrator_only else []
+    removed = removed_source_questions(questions, args.removed_paragraph)
+    removed_gold = removed_source_questions(gold, len(gold)) if args.removed_document else []
+    print(f"calibrator: tracing, with {len(removed)} + {len(removed_gold)} questions asked "
+          "without their source", flush=True)
+    traced = trace("calibrator", removed, removed_gold)
+    if removed or removed_gold:
+        data += (f"; and, labelled wrong, {len(removed)} answerable training questions (up to "
+                 f"{args.removed_paragraph} a paragraph) asked with their paragraph removed")
+        if removed_gold:
+            data += (f", {len(removed_gold)} answerable gold tuning questions with their "
+                     "document removed")
+    calibrator = fit_calibrator_on_traces(traced, data, args.dump)
+    for doc in (*(m for pair in models for m in pair), calibrator):
+        (args.out / f"{doc['name']}.json").write_text(json.dumps(doc, indent=1) + "\n")
+        scoring.install(doc["name"], None)
+        print(f"wrote {args.out / (doc['name'] + '.json')}")
+
+
+def fit_rankers(trace: Callable[[str], Traced], data: str, dump_to: Path | None
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The reranker, then the selector on the reranker's output; both left installed."""
+    print("reranker: tracing", flush=True)
     reranker, metrics = fit_ranker_on_traces(trace("reranker"), "reranker", reranker_data,
-                                             features.PASSAGE_FEATURES, args.dump)
+                                             features.PASSAGE_FEATURES, dump_to)
     print(f"  {metrics}")
     reranker = stamp(reranker, data + " (questions whose pool holds a right passage and a wrong "
                      "one: of the question's paragraph, or holding the gold quote)", metrics)
@@ -401,36 +507,54 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     print("selector: tracing", flush=True)
     selector, metrics = fit_ranker_on_traces(trace("selector"), "selector", selector_data,
-                                             features.SENTENCE_FEATURES, args.dump)
+                                             features.SENTENCE_FEATURES, dump_to)
     print(f"  {metrics}")
     selector = stamp(selector, data + " (answerable questions with a candidate sentence that "
                      "holds a gold answer and one that does not)", metrics)
     scoring.install("selector", selector)
+    return reranker, selector
 
-    print("calibrator: tracing", flush=True)
-    x, y, answerable, articles = calibrator_data(trace("calibrator"), lambda q, r: not q[
+
+def fit_calibrator_on_traces(traced: Traced, data: str, dump_to: Path | None
+                             ) -> dict[str, Any]:
+    """The calibrator on every traced answer; its metrics and operating point out of fold, on
+    the real questions only. With synthetic questions, the same figures without them are
+    printed beside (same folds, same real rows)."""
+    x, y, answerable, articles, real = calibrator_data(traced, lambda q, r: not q[
         "impossible"] and is_right(answered_text(r), q["answers"]))
-    calibration_data = data
-    dump(args.dump, "calibrator",
+    kinds = [q.get("kind") for q, trace, _ in traced if "question_vector" in trace]
+    dump(dump_to, "calibrator",
          [(row[None, :], np.array([label])) for row, label in zip(x, y, strict=True)], articles)
-    p = out_of_fold(x, y, articles)
-    ok = ~np.isnan(p)
-    calibrator = fit_calibrator(x, y, group_weights(articles))
+    p = out_of_fold(x, y, articles, real)
+    ok = ~np.isnan(p) & real
+    calibrator = fit_calibrator(x, y, group_weights(articles, real))
     metrics = {"cv_ece": round(calibration_error(p[ok], y[ok]), 4),
                "cv_log_loss": round(float(-np.mean(np.log(np.where(y[ok], p[ok], 1 - p[ok])
                                                               + 1e-12))), 4),
                **{f"cv_{k}": v for k, v in risk_coverage(p[ok], y[ok]).items()},
-               "questions": len(y), "right": int(y.sum())}
+               "questions": int(real.sum()), "right": int(y[real].sum())}
+    if not real.all():
+        metrics["synthetic_questions"] = int((~real).sum())
     calibrator["threshold"] = operating_point(p[ok], answerable[ok]) if ok.any() else 0.5
+    at = [k for k, keep in zip(kinds, ok, strict=True) if keep]
+    metrics |= {f"cv_{k}": v for k, v in abstention_figures(
+        p[ok], y[ok], answerable[ok], [a for a, keep in zip(articles, ok, strict=True) if keep],
+        at, calibrator["threshold"]).items()}
     print(f"  {metrics}; operating point {calibrator['threshold']}")
-    calibrator = stamp(calibrator, calibration_data + " (label: the answer holds a gold answer; "
-                       "answering an unanswerable question is wrong; operating point: the "
-                       "highest cut abstaining on at most 5% of the answerable training "
-                       "questions out of fold)", metrics)
-    for doc in (reranker, selector, calibrator):
-        (args.out / f"{doc['name']}.json").write_text(json.dumps(doc, indent=1) + "\n")
-        scoring.install(doc["name"], None)
-    print(f"wrote {', '.join(str(args.out / f'{n}.json') for n in scoring.FEATURE_SETS)}")
+    if not real.all():
+        keep = np.flatnonzero(real)
+        q = out_of_fold(x[keep], y[keep], [articles[i] for i in keep])
+        fine = ~np.isnan(q)
+        cut = operating_point(q[fine], answerable[keep][fine]) if fine.any() else 0.5
+        before = abstention_figures(q[fine], y[keep][fine], answerable[keep][fine],
+                                    [articles[i] for i in keep[fine]],
+                                    [kinds[i] for i in keep[fine]], cut)
+        print(f"  without the synthetic questions: aurc "
+              f"{risk_coverage(q[fine], y[keep][fine])['aurc']}, ece "
+              f"{calibration_error(q[fine], y[keep][fine])}, {before}; operating point {cut}")
+    return stamp(calibrator, data + " (label: the answer holds a gold answer; answering an "
+                 "unanswerable question is wrong; operating point: the highest cut abstaining "
+                 "on at most 5% of the answerable training questions out of fold)", metrics)
 
 
 def gold_tuning(gold_path: Path, index: Path, encoder: str
@@ -443,8 +567,9 @@ def gold_tuning(gold_path: Path, index: Path, encoder: str
     settings = Settings.load({"corpus_dir": PROJECT / "corpus", "index_dir": index,
                               "abstain_threshold": 0.0, "encoder": encoder}, environ={})
     build_index(settings)
-    asked = [{"question": g.question, "group": f"gold-{'ab'[n % 2]}", "doc": tuning[g.id],
-              "quote": g.quote, "impossible": not g.answerable,
+    asked = [{"id": g.id, "question": g.question, "group": f"gold-{'ab'[n % 2]}",
+              "doc": tuning[g.id], "kind": g.kind, "quote": g.quote,
+              "impossible": not g.answerable,
               "answers": [a for a in (g.answer, *g.aliases) if a] if g.answerable else []}
              for n, g in enumerate(sorted(gold, key=lambda g: g.id))]
     return QAService(settings).load(), asked

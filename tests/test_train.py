@@ -111,3 +111,92 @@ def test_train_refuses_held_out_articles(tmp_path: Path, train_main: object) -> 
     with pytest.raises(SystemExit, match="held-out"):
         train_main(["--data", str(tmp_path / "none.json"), "--articles", "Normans"])  # type: ignore[operator]
 
+
+
+@pytest.fixture
+def train_module() -> object:
+    pytest.importorskip("sklearn")
+    sys.path.insert(0, str(BENCH))
+    try:
+        import train
+
+        yield train
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_removed_source_questions_ask_answerable_ones_without_their_source(
+        train_module: object) -> None:
+    questions = [
+        {"id": "b", "question": "Q b?", "doc": "p1", "answers": ["x"], "impossible": False},
+        {"id": "a", "question": "Q a?", "doc": "p1", "answers": ["y"], "impossible": False},
+        {"id": "c", "question": "Q c?", "doc": "p1", "answers": [], "impossible": True},
+        {"id": "d", "question": "Q d?", "doc": "p2", "answers": ["z"], "impossible": False},
+        {"id": "e", "question": "Q e?", "doc": None, "answers": [], "impossible": True},
+    ]
+    made = train_module.removed_source_questions(questions, 1)  # type: ignore[attr-defined]
+    assert [(q["id"], q["removed"]) for q in made] == [("a-removed", "p1"), ("d-removed", "p2")]
+    assert all(q["impossible"] and q["synthetic"] and q["answers"] == [] for q in made)
+    assert made[0]["question"] == "Q a?" and not questions[1].get("synthetic")
+    two = train_module.removed_source_questions(questions, 2)  # type: ignore[attr-defined]
+    assert [q["id"] for q in two] == ["a-removed", "b-removed", "d-removed"]
+    assert train_module.removed_source_questions(questions, 0) == []  # type: ignore[attr-defined]
+
+
+def test_synthetic_rows_keep_the_folds_and_the_gold_weight(train_module: object) -> None:
+    t = train_module
+    real_articles = [a for a in ("A", "B", "C", "D", "E", "F") for _ in range(4 + ord(a) % 3)]
+    real_articles += ["gold-a"] * 3 + ["gold-b"] * 3
+    articles = real_articles + ["A"] * 9 + ["F"] * 2 + ["gold-a"] * 2
+    real = np.array([True] * len(real_articles) + [False] * 13)
+    folds = t.folds_of(articles, real)  # type: ignore[attr-defined]
+    plain = t.grouped_folds(real_articles)  # type: ignore[attr-defined]
+    assert len(folds) == len(plain)
+    for (train, test), (_, real_test) in zip(folds, plain, strict=True):
+        assert sorted(set(test.tolist()) & set(range(len(real_articles)))) == \
+            sorted(real_test.tolist())  # the real rows' folds are unchanged
+        held = {articles[i] for i in test}
+        assert not held & {articles[i] for i in train}  # whole articles, synthetic rows too
+    weights = t.group_weights(articles, real)  # type: ignore[attr-defined]
+    assert np.allclose(weights[:len(real_articles)], t.group_weights(real_articles))  # type: ignore[attr-defined]
+    assert np.allclose(weights[-2:], weights[len(real_articles) - 1])  # gold weight per row
+
+
+def test_abstention_figures_count_each_kind_apart(train_module: object) -> None:
+    p = np.array([0.9, 0.1, 0.2, 0.8, 0.7, 0.1, 0.6, 0.05])
+    right = np.array([True, False, False, False, True, False, False, False])
+    answerable = np.array([True, True, False, False, True, True, False, False])
+    articles = ["A", "A", "A", "A", "gold-a", "gold-b", "gold-a", "gold-b"]
+    kinds = [None] * 4 + [None, None, "unanswerable-ontopic", "unanswerable-offtopic"]
+    out = train_module.abstention_figures(p, right, answerable, articles, kinds, 0.5)  # type: ignore[attr-defined]
+    assert out["squad_unanswerable_abstained"] == 0.5 and out["squad_false_abstention"] == 0.5
+    assert out["gold_ontopic_abstained"] == 0.0 and out["gold_offtopic_abstained"] == 1.0
+    assert out["gold_false_abstention"] == 0.5 and out["gold_ontopic_abstained_n"] == 1
+    assert 0 < out["squad_aurc"] < 1 and 0 < out["gold_aurc"] < 1
+
+
+@pytest.mark.slow
+def test_removed_paragraph_rows_train_the_calibrator_and_are_not_counted(
+        tmp_path: Path, train_main: object, train_module: object) -> None:
+    from qa.config import Settings
+    from qa.service import QAService
+
+    data = tmp_path / "squad.json"
+    _squad(data)
+    out = tmp_path / "out"
+    train_main(["--data", str(data), "--articles", *ARTICLES, "--workdir",  # type: ignore[operator]
+                str(tmp_path / "work"), "--out", str(out), "--encoder", "torch", "--no-gold",
+                "--calibrator-only", "--removed-paragraph", "1"])
+    assert sorted(p.name for p in out.iterdir()) == ["calibrator.json"]
+    doc = json.loads((out / "calibrator.json").read_text())
+    assert doc["metrics"]["synthetic_questions"] == 6  # one a paragraph
+    assert doc["metrics"]["questions"] == 18  # the real ones only
+    assert "6 answerable training questions (up to 1 a paragraph)" in doc["training"]
+    settings = Settings.load({"corpus_dir": tmp_path / "work" / "corpus",
+                              "index_dir": tmp_path / "work" / "index",
+                              "abstain_threshold": 0.0, "encoder": "torch"}, environ={})
+    asked = [{"question": "Which glacier is the largest in the Pamir?", "removed": "00-000"},
+             {"question": "Which glacier is the largest in the Pamir?"}]
+    traced = train_module.trace_questions(QAService(settings).load(), asked, "t")  # type: ignore[attr-defined]
+    without, with_it = ([p["doc_id"] for p in r["passages"]] for _, _, r in traced)
+    assert "00-000" in with_it and "00-000" not in without and without
