@@ -488,10 +488,20 @@ def main(argv: Sequence[str] | None = None) -> None:
             data += (f", {len(removed_gold)} answerable gold tuning questions with their "
                      "document removed")
     calibrator = fit_calibrator_on_traces(traced, data, args.dump)
+    encoder = query_encoder(service)
     for doc in (*(m for pair in models for m in pair), calibrator):
+        doc["query_encoder"] = encoder
         (args.out / f"{doc['name']}.json").write_text(json.dumps(doc, indent=1) + "\n")
         scoring.install(doc["name"], None)
         print(f"wrote {args.out / (doc['name'] + '.json')}")
+
+
+def query_encoder(service: QAService) -> str:
+    """The file the training questions were encoded by (the int8 model's name is its content
+    hash), or "torch": every feature of a question depends on it, so a model is refitted when
+    it changes (tests/test_scoring.py checks the shipped models against the shipped one)."""
+    sessions = service.embedder.query_sessions
+    return sessions.path.name if sessions is not None else "torch"
 
 
 def fit_rankers(trace: Callable[[str], Traced], data: str, dump_to: Path | None

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qa import scoring
+from qa import quantization, scoring
 from qa.errors import ModelError
 
 NAMES = ("a", "b", "c")
@@ -60,6 +60,16 @@ def test_packaged_models_say_how_they_were_made(name: str) -> None:
     model = scoring.model(name)
     assert set(model.features) <= set(scoring.FEATURE_SETS[name])
     assert np.isfinite(model.weights).all()
+
+
+@pytest.mark.parametrize("name", sorted(scoring.FEATURE_SETS))
+def test_packaged_models_were_fitted_with_the_packaged_query_encoder(name: str) -> None:
+    """Every feature of a question depends on the query encoder: models fitted before the
+    int8 encoder shipped gave other coefficients than bench/train.py gives with it."""
+    verdict = quantization.shipped_verdict()
+    assert verdict is not None and verdict["passed"]
+    doc = json.loads((scoring.MODELS_DIR / f"{name}.json").read_text())
+    assert doc["query_encoder"] == verdict["model_file"]
 
 
 def test_the_calibrator_has_an_operating_point() -> None:
