@@ -10,6 +10,7 @@ chooses its threads.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from pathlib import Path
@@ -107,7 +108,17 @@ class QAApplication(BaseApplication):
         # threads spin after every search, taking the other core. Set after the app has loaded
         # its libraries, so that every BLAS and OpenMP runtime in the process is limited.
         threadpool_limits(limits=1)
+        freeze_loaded_objects()
         return app
+
+
+def freeze_loaded_objects() -> None:
+    """Move every object alive now (the model, the index, the app: they live as long as the
+    worker) out of the garbage collector's view. A full collection otherwise walked them all
+    once in the first few dozen requests: about 20 ms added to one answer (measured in-process,
+    one in each of three fresh services; none after freezing)."""
+    gc.collect()
+    gc.freeze()
 
 
 def run_gunicorn(settings: Settings, host: str = "127.0.0.1", port: int = 8000,
