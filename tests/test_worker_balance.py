@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import subprocess
@@ -115,46 +116,41 @@ def test_four_kept_alive_clients_are_held_two_by_each_of_two_workers(
     log = tmp_path / "server.log"
     with serving("--workers", "2", "--no-build", log=log,
                  env=served_tiny_env(built_tiny)) as (port, proc):
-        _hold_four_connections(proc, port, log)
-
-
-def _hold_four_connections(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    """Once both workers run their event loops, open four kept-alive connections one after
-    another; each worker must then hold two."""
-    conns: list[http.client.HTTPConnection] = []
-    try:
-        deadline = time.monotonic() + 120
-        workers: list[int] = []
-        looping: set[int] = set()  # workers seen waiting in their event loop (app loaded)
-        while time.monotonic() < deadline and proc.poll() is None:
-            found = [int(pid) for pid in subprocess.run(
-                ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True,
-                check=False).stdout.split()]
-            looping |= {pid for pid in found if _waiting_for_events(pid)}
-            if len(found) == 2 and looping >= set(found) and _ready(port):
-                workers = found
-                break
-            time.sleep(0.05)
+        workers = _loaded_workers(proc, port)
         assert len(workers) == 2, (f"two workers did not come up (exit status {proc.poll()}); "
                                    f"its log:\n{log.read_text(errors='replace')[-3000:]}")
-        for _ in range(4):  # one after another, each kept open after its answer
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            conn.request("GET", "/api/v1/documents")
-            response = conn.getresponse()
-            response.read()
-            assert response.status == 200
-            assert response.getheader("connection", "").lower() != "close"
-            conns.append(conn)
-        held: dict[int, int] = {}
-        for _ in range(20):  # /proc may lag the accepts by a moment
-            held = _established_by_process(workers, port)
-            if sorted(held.values()) == [2, 2]:
-                break
-            time.sleep(0.1)
+        with contextlib.ExitStack() as open_connections:
+            for _ in range(4):  # one after another, each kept open after its answer
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                open_connections.callback(conn.close)
+                conn.request("GET", "/api/v1/documents")
+                response = conn.getresponse()
+                response.read()
+                assert response.status == 200
+                assert response.getheader("connection", "").lower() != "close"
+            held: dict[int, int] = {}
+            for _ in range(20):  # /proc may lag the accepts by a moment
+                held = _established_by_process(workers, port)
+                if sorted(held.values()) == [2, 2]:
+                    break
+                time.sleep(0.1)
         assert sorted(held.values()) == [2, 2], held
-    finally:
-        for conn in conns:
-            conn.close()
+
+
+def _loaded_workers(proc: subprocess.Popen[bytes], port: int) -> list[int]:
+    """The pids of the server's two workers once both run their event loops (their app loaded)
+    and it answers; fewer when that does not happen within two minutes."""
+    deadline = time.monotonic() + 120
+    looping: set[int] = set()  # workers seen waiting in their event loop
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = [int(pid) for pid in subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True,
+            check=False).stdout.split()]
+        looping |= {pid for pid in found if _waiting_for_events(pid)}
+        if len(found) == 2 and looping >= set(found) and _ready(port):
+            return found
+        time.sleep(0.05)
+    return []
 
 
 def _waiting_for_events(pid: int) -> bool:
