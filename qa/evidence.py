@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, NamedTuple
@@ -41,33 +40,34 @@ class QueryTerms:
         return sum(self.weights.values())
 
     def coverage(self, present: Iterable[str]) -> float:
-        """IDF-weighted share of the question's terms found in ``present`` (0..1)."""
-        return self._share(set(present))
+        """IDF-weighted share of the question's terms found in ``present`` (0..1); a term
+        counts as found where ``present`` holds the other form of its acronym."""
+        total = self.total
+        if total <= 0:
+            return 0.0
+        have = set(present)
+        for group, other in self.aliases:
+            if other <= have:
+                have |= group
+        weights = self.weights
+        return sum(weights[t] for t in have & weights.keys()) / total
 
     def stored_scores(self, stored_terms: str) -> tuple[float, float]:
-        """(coverage, proximity) of a sentence's stored term sequence (``terms.term_sequence``),
-        intersecting the question's few terms with its words, and looking for the pairs only
-        where both of their terms are present.
+        """(coverage, proximity) of one sentence's stored term sequence
+        (``terms.term_sequence``): ``scores_of`` for one sentence.
         Proximity: the IDF-weighted share (a pair weighs its two terms) of the question's word
         pairs that the sentence holds as pairs too: "a security-and-development organization"
         is closer to "the Organization for Security and Development" than to a text using both
         words apart."""
-        present = self._needed.intersection(stored_terms.split())
-        if not present:
-            return 0.0, 0.0
-        coverage = self._share(present)
-        if len(present) < 2 or not self._pair_probes:
-            return coverage, 0.0
-        padded = f" {stored_terms} "
-        held = sum(weight for a, b, probe, weight in self._pair_probes
-                   if a in present and b in present and probe in padded)
-        return coverage, held / self._pair_total
+        coverage, proximity = self.scores_of(SentenceTerms.of([stored_terms]), 1)
+        return float(coverage[0]), float(proximity[0])
 
     def scores_of(self, sentences: SentenceTerms, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """``stored_scores`` (coverage, proximity) of ``n`` sentences at once, from their terms
-        as numbers (``store.SentenceTerms``): the question's few terms are looked up among all
-        the sentences' terms in one sorted search, and a pair is two consecutive terms of one
-        sentence. The same figures as ``stored_scores``, without a Python call a sentence."""
+        """(coverage, proximity) of ``n`` sentences at once (see ``stored_scores``), from their
+        terms as numbers (``store.SentenceTerms``): the question's few terms are looked up among
+        all the sentences' terms in one sorted search, and a pair is two consecutive terms of
+        one sentence. Coverage counts a term present when the sentence uses the other form of
+        its acronym; proximity needs two of the terms present, and counts each pair once."""
         coverage, proximity = np.zeros(n), np.zeros(n)
         needed = sorted(self._needed)
         if not n or not needed or self.total <= 0:
@@ -80,16 +80,15 @@ class QueryTerms:
         present = np.zeros((n, len(needed)), dtype=bool)
         present[sentences.owners[hit], column[hit]] = True
         index = {t: i for i, t in enumerate(needed)}
-        # as stored_scores: no proximity where fewer than two of the terms stand
         few = present.sum(axis=1) < 2
         for group, other in self.aliases:
             uses_other = present[:, np.array([index[t] for t in other])].all(axis=1)
             present[np.ix_(uses_other, np.array([index[t] for t in group]))] = True
         weights = np.array([self.weights.get(t, 0.0) for t in needed])
         coverage = (present @ weights) / self.total
-        if self._pair_probes:
+        if self._pair_weights:
             pair_weight = np.zeros((len(needed), len(needed)))
-            for a, b, _, weight in self._pair_probes:
+            for a, b, weight in self._pair_weights:
                 pair_weight[index[a], index[b]] = weight
             first, second = column[:-1], column[1:]
             held = ((first >= 0) & (second >= 0)
@@ -104,30 +103,20 @@ class QueryTerms:
         return coverage, proximity
 
     @cached_property
-    def _pair_probes(self) -> tuple[tuple[str, str, str, float], ...]:
-        """(a, b, " a b ", weight of a + weight of b) for each of the question's pairs."""
+    def _pair_weights(self) -> tuple[tuple[str, str, float], ...]:
+        """(a, b, weight of a + weight of b) for each of the question's pairs."""
         w = self.weights
-        return tuple((a, b, f" {a} {b} ", w[a] + w[b]) for a, b in self.pairs)
+        return tuple((a, b, w[a] + w[b]) for a, b in self.pairs)
 
     @cached_property
     def _pair_total(self) -> float:
-        return sum(weight for *_, weight in self._pair_probes)
+        return sum(weight for *_, weight in self._pair_weights)
 
     @cached_property
     def _needed(self) -> frozenset[str]:
         """Every term coverage can depend on: the question's, and the other forms' of its
-        acronyms. A sentence's terms are matched against it as one set intersection."""
+        acronyms."""
         return frozenset(self.weights).union(*(other for _, other in self.aliases))
-
-    def _share(self, have: AbstractSet[str]) -> float:
-        total = self.total
-        if total <= 0:
-            return 0.0
-        for group, other in self.aliases:
-            if other <= have:
-                have = have | group  # a new set: the caller's is left as it was
-        weights = self.weights
-        return sum(weights[t] for t in have & weights.keys()) / total
 
 
 def query_terms(reader: IndexReader, question: str,

@@ -133,9 +133,7 @@ class QAService:
         chunk cache, the encoder's first runs, patterns compiled on first use)."""
         reader = self.reader()
         self.embedder.encode_query("warm up")
-        titles = [doc["title"].strip() for doc in reader.documents()
-                  if (doc.get("title") or "").strip()]
-        for title in titles[:WARM_UP_QUESTIONS]:
+        for title in reader.some_titles(WARM_UP_QUESTIONS):
             self.ask(title[:self.settings.max_question_chars], use_cache=False)
         return self
 

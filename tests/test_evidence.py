@@ -71,6 +71,8 @@ def test_proximity_is_the_weighted_share_of_the_questions_pairs_held() -> None:
 def test_proximity_needs_both_words_of_a_pair_in_order_and_close() -> None:
     qterms = _pair_terms("security development")
     assert qterms.stored_scores(term_sequence("security and development"))[1] == 1.0
+    twice = "security and development and security and development"
+    assert qterms.stored_scores(term_sequence(twice))[1] == 1.0  # a pair counts once
     assert qterms.stored_scores(term_sequence("development and security"))[1] == 0.0
     far = "security, as it was and is to be, development"  # five stopwords between
     assert qterms.stored_scores(term_sequence(far))[1] == 0.0
@@ -186,10 +188,22 @@ def test_sentences_scored_at_once_score_as_each_one_alone() -> None:
                  "security, as it was and is to be, development",
                  "The Organization for Security and Cooperation in Asia set a goal"]
     sentences += [" ".join(rng.choices(words, k=rng.randint(1, 14))) for _ in range(300)]
-    alone = [qterms.stored_scores(term_sequence(s)) for s in sentences]
+    # Each figure by another route: coverage from the sentence's set of terms, proximity from
+    # its word pairs (terms.term_pairs), counted only where two of the terms stand.
+    needed = set(qterms.weights).union(other)
+    pair_weight = {(a, b): qterms.weights[a] + qterms.weights[b] for a, b in qterms.pairs}
+
+    def proximity(sentence: str) -> float:
+        if len(needed & term_set(sentence)) < 2:
+            return 0.0
+        held = sum(w for pair, w in pair_weight.items() if pair in term_pairs(sentence))
+        return held / sum(pair_weight.values())
+
+    expected = [(qterms.coverage(term_set(s)), proximity(s)) for s in sentences]
     at_once = _scored_at_once(qterms, sentences)
-    assert at_once == [(pytest.approx(c), pytest.approx(p)) for c, p in alone]
-    assert any(p > 0 for _, p in alone) and any(0 < c < 1 for c, _ in alone)  # both exercised
+    assert at_once == [(pytest.approx(c), pytest.approx(p)) for c, p in expected]
+    assert [qterms.stored_scores(term_sequence(s)) for s in sentences] == at_once
+    assert any(p > 0 for _, p in expected) and any(0 < c < 1 for c, _ in expected)
 
 
 def test_sentences_scored_at_once_without_question_terms_or_sentences() -> None:
@@ -207,7 +221,5 @@ def test_a_repeated_word_is_no_pair_in_a_sentence_holding_only_that_word() -> No
                         pairs=tuple(sorted(term_pairs(question))))
     assert ("secur", "secur") in qterms.pairs
     sentences = ["security security", "security security development"]
-    alone = [qterms.stored_scores(term_sequence(s)) for s in sentences]
-    assert alone[0][1] == 0.0 and alone[1][1] > 0
-    assert _scored_at_once(qterms, sentences) == [(pytest.approx(c), pytest.approx(p))
-                                                  for c, p in alone]
+    scores = _scored_at_once(qterms, sentences)
+    assert scores[0][1] == 0.0 and scores[1][1] > 0

@@ -173,10 +173,14 @@ def test_chunk_rows_and_sentences_from_memory_equal_the_database(
     monkeypatch.setattr(store.reader, "CHUNK_CACHE_SIZE", 3)
     warm = store.open_current(built_tiny.index_dir)
 
+    def sentences(reader: store.IndexReader, ask: list[int]) -> tuple[Any, ...]:
+        spans, terms = reader.sentences_with_terms(ask)
+        return spans, terms.hashes.tolist(), terms.owners.tolist()
+
     def from_database(ask: list[int]) -> tuple[Any, Any]:
         cold = store.open_current(built_tiny.index_dir)
         try:
-            return cold.chunks(ask), cold.sentences_of_chunks(ask)
+            return cold.chunks(ask), sentences(cold, ask)
         finally:
             cold.close()
 
@@ -184,9 +188,9 @@ def test_chunk_rows_and_sentences_from_memory_equal_the_database(
         n = warm.faiss.ntotal
         assert n > 4
         warm.chunks([1, 3])
-        warm.sentences_of_chunks([3, 0])
+        warm.sentences_with_terms([3, 0])
         for ask in ([3, 1, 0], [0, 2, 2, 4], list(range(n))[::-1], [4]):
-            assert (warm.chunks(ask), warm.sentences_of_chunks(ask)) == from_database(ask)
+            assert (warm.chunks(ask), sentences(warm, ask)) == from_database(ask)
         rows = warm.chunks([4])
         rows[4]["text"] = "changed"
         assert warm.chunks([4])[4]["text"] != "changed"

@@ -26,8 +26,9 @@ def test_load_answers_questions_from_the_titles_and_caches_no_answer(
 
     service.ask = recording  # type: ignore[method-assign]
     service.load()
-    titles = sorted(d["title"] for d in service.documents())
-    assert asked == titles[:WARM_UP_QUESTIONS] and asked
+    titles = [d["title"] for d in service.documents()]
+    assert len(asked) == min(WARM_UP_QUESTIONS, len(titles)) > 0
+    assert len(set(asked)) == len(asked) and set(asked) <= set(titles)
     reader = service.reader()
     assert reader._chunk_rows._data and reader._chunk_sentences._data  # the chunk cache is warm
     assert not service._cache  # but no answer is kept: a user's question is answered anew

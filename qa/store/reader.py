@@ -270,14 +270,11 @@ class IndexReader:
             f"WHERE c.rowid IN ({marks})", rowids)
         return {int(r["rowid"]): dict(r) for r in rows}
 
-    def sentences_of_chunks(self, rowids: Sequence[int]) -> list[Span]:
-        """(chunk FAISS id, sentence id, start, end, terms) of every sentence inside the chunks,
-        by chunk id, then start. Recently asked chunks' sentences come from memory."""
-        return self.sentences_with_terms(rowids)[0]
-
     def sentences_with_terms(self, rowids: Sequence[int]) -> tuple[list[Span], SentenceTerms]:
-        """``sentences_of_chunks``, and the same sentences' stored terms as numbers
-        (``SentenceTerms``), so that a question's terms are found in all of them at once."""
+        """(chunk FAISS id, sentence id, start, end, terms) of every sentence inside the chunks,
+        by chunk id, then start, and the same sentences' stored terms as numbers
+        (``SentenceTerms``), so that a question's terms are found in all of them at once.
+        Recently asked chunks' sentences come from memory."""
         found = self._chunk_sentences.fetch(rowids, self._read_sentences)
         return gathered([found[rowid] for rowid in sorted(found)])
 
@@ -363,6 +360,12 @@ class IndexReader:
     def acronyms(self) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in self.db.execute(
             "SELECT DISTINCT short, long FROM acronyms ORDER BY short")]
+
+    def some_titles(self, n: int) -> list[str]:
+        """Up to ``n`` documents' titles (not empty), in the order they were stored."""
+        return [str(r[0]).strip() for r in self.db.execute(
+            "SELECT title FROM documents WHERE trim(coalesce(title, '')) != '' "
+            "ORDER BY rowid LIMIT ?", (n,))]
 
     def documents(self) -> list[dict[str, Any]]:
         rows = self.db.execute(

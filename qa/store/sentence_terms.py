@@ -7,6 +7,7 @@ anywhere, and the question's terms are hashed by the same process that hashed th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -23,25 +24,31 @@ class SentenceTerms(NamedTuple):
     hashes: np.ndarray  # int64
     owners: np.ndarray  # int64
 
+    @classmethod
+    def of(cls, stored: Sequence[str]) -> SentenceTerms:
+        """The terms of the stored term sequences ``stored``, one a sentence."""
+        words = [sequence.split() for sequence in stored]
+        return cls(np.fromiter((hash(w) for ws in words for w in ws), dtype=np.int64),
+                   np.repeat(np.arange(len(words), dtype=np.int64), [len(ws) for ws in words]))
+
 
 @dataclass(frozen=True)
 class ChunkSentences:
     spans: list[Span]
-    term_hashes: np.ndarray  # every term of every sentence, in order
-    term_counts: np.ndarray  # terms in each sentence
+    terms: SentenceTerms  # their terms; owners index ``spans``
 
     @classmethod
     def of(cls, spans: list[Span]) -> ChunkSentences:
-        words = [span[4].split() for span in spans]
-        return cls(spans, np.fromiter((hash(w) for ws in words for w in ws), dtype=np.int64),
-                   np.fromiter((len(ws) for ws in words), dtype=np.int64, count=len(words)))
+        return cls(spans, SentenceTerms.of([span[4] for span in spans]))
 
 
 def gathered(chunks: list[ChunkSentences]) -> tuple[list[Span], SentenceTerms]:
     """The spans of several chunks in order, and all their terms (``SentenceTerms``)."""
     spans = [span for chunk in chunks for span in chunk.spans]
     if not spans:
-        return spans, SentenceTerms(np.zeros(0, np.int64), np.zeros(0, np.int64))
-    counts = np.concatenate([chunk.term_counts for chunk in chunks])
-    return spans, SentenceTerms(np.concatenate([chunk.term_hashes for chunk in chunks]),
-                                np.repeat(np.arange(len(spans), dtype=np.int64), counts))
+        return spans, SentenceTerms.of([])
+    firsts = np.cumsum([0] + [len(chunk.spans) for chunk in chunks[:-1]])
+    return spans, SentenceTerms(
+        np.concatenate([chunk.terms.hashes for chunk in chunks]),
+        np.concatenate([chunk.terms.owners + first for chunk, first in zip(chunks, firsts,
+                                                                            strict=True)]))
